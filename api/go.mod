@@ -1,0 +1,3 @@
+module github.com/paceline/paceline/api
+
+go 1.24
