@@ -256,3 +256,25 @@ func (r *Reloader) ClientConfig(serverName string) *tls.Config {
 		},
 	}
 }
+
+// PeerClientConfig returns a client configuration for agent-to-agent
+// connections: it presents this node's certificate and accepts any server
+// whose certificate is signed by the cluster CA and valid for server auth,
+// whatever address it was dialed at (agents dial each other by IP, which
+// TLS does not carry as a server name). Within one cluster the CA is the
+// trust boundary: every certificate it signs belongs to a cluster member.
+func (r *Reloader) PeerClientConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return r.current().cert, nil
+		},
+		InsecureSkipVerify: true, // verified below against the reloaded CA
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if err := verifyChain(cs.PeerCertificates, r.current().pool, "", x509.ExtKeyUsageServerAuth, r.now()); err != nil {
+				return fmt.Errorf("TLS server certificate rejected: %w", classifyVerify(err))
+			}
+			return nil
+		},
+	}
+}

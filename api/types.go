@@ -1,0 +1,199 @@
+// Package api holds paceline's HTTP API wire types and a Go client. It has
+// no dependencies beyond the standard library; the paceline CLI uses only
+// this package to talk to agents.
+//
+// All paths are under /v1. Public endpoints take a bearer token (operator
+// or read-only); /v1/internal endpoints are for agents and take the join
+// token in the X-Paceline-Join header.
+package api
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Status  int      `json:"status"`
+	Message string   `json:"error"`
+	Details []string `json:"details,omitempty"`
+	// Leader is set on 421 answers: where to retry a write.
+	Leader string `json:"leader,omitempty"`
+}
+
+func (e *Error) Error() string {
+	s := e.Message
+	for _, d := range e.Details {
+		s += "\n  " + d
+	}
+	return s
+}
+
+// Node is a node's status.
+type Node struct {
+	Name        string            `json:"name"`
+	Role        string            `json:"role"`
+	APIAddr     string            `json:"apiAddr"`
+	Online      bool              `json:"online"`
+	Standby     bool              `json:"standby,omitempty"`
+	Maintenance bool              `json:"maintenance,omitempty"`
+	Leader      bool              `json:"leader,omitempty"`
+	Voter       bool              `json:"voter,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Since       time.Time         `json:"since"`
+	// Gossip is the node's state in the gossip pool as seen by the answering agent.
+	Gossip string `json:"gossip,omitempty"`
+}
+
+// Instance is one placed instance of a resource.
+type Instance struct {
+	Slot  int    `json:"slot"`
+	Node  string `json:"node"`
+	Epoch uint64 `json:"epoch"`
+	// State as reported by the node: starting, running, stopping, failed, unknown.
+	State string `json:"state"`
+}
+
+// Resource is a resource's status.
+type Resource struct {
+	Name      string         `json:"name"`
+	Class     string         `json:"class"`
+	Mode      string         `json:"mode"`
+	Target    string         `json:"target"`
+	Instances []Instance     `json:"instances"`
+	FailCount map[string]int `json:"failCount,omitempty"`
+	Blocked   string         `json:"blocked,omitempty"`
+	Unplaced  []string       `json:"unplaced,omitempty"`
+}
+
+// Event is one cluster event.
+type Event struct {
+	Seq        uint64    `json:"seq"`
+	Time       time.Time `json:"time"`
+	Type       string    `json:"type"`
+	Node       string    `json:"node,omitempty"`
+	Resource   string    `json:"resource,omitempty"`
+	Message    string    `json:"message"`
+	DowntimeMS int64     `json:"downtimeMs,omitempty"`
+}
+
+// Status is what `paceline status` shows.
+type Status struct {
+	Cluster     string     `json:"cluster"`
+	Answerer    string     `json:"answerer"`
+	Leader      string     `json:"leader"`
+	Quorum      bool       `json:"quorum"`
+	Index       uint64     `json:"index"`
+	SpecVersion int        `json:"specVersion"`
+	Maintenance bool       `json:"maintenance,omitempty"`
+	Nodes       []Node     `json:"nodes"`
+	Resources   []Resource `json:"resources"`
+	Events      []Event    `json:"events"`
+}
+
+// ApplyResult answers POST /v1/spec.
+type ApplyResult struct {
+	DryRun  bool     `json:"dryRun"`
+	Version int      `json:"version"`
+	Changes []string `json:"changes"`
+	// Plan lists what would start, stop or move.
+	Plan []string `json:"plan"`
+}
+
+// SpecVersion is one entry of the spec history.
+type SpecVersion struct {
+	Version int       `json:"version"`
+	Time    time.Time `json:"time"`
+	Author  string    `json:"author,omitempty"`
+	Comment string    `json:"comment,omitempty"`
+	Current bool      `json:"current,omitempty"`
+}
+
+// SpecDocument answers GET /v1/spec.
+type SpecDocument struct {
+	Version int    `json:"version"`
+	YAML    string `json:"yaml"`
+}
+
+// Diff answers POST /v1/spec/diff.
+type Diff struct {
+	Version int      `json:"version"`
+	Changes []string `json:"changes"`
+}
+
+// --- agent-to-agent (internal) ---
+
+// ActiveInstance is an instance a node is running (or starting/stopping).
+type ActiveInstance struct {
+	Resource string `json:"resource"`
+	Slot     int    `json:"slot"`
+	Epoch    uint64 `json:"epoch"`
+	State    string `json:"state"`
+}
+
+// Renew is a lease renewal, also the node's report of what it runs.
+type Renew struct {
+	Node     string            `json:"node"`
+	Cluster  string            `json:"cluster"`
+	Role     string            `json:"role"`
+	APIAddr  string            `json:"apiAddr"`
+	RaftAddr string            `json:"raftAddr,omitempty"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	// Applied is the assignments index the node's executor has acted on.
+	Applied uint64           `json:"applied"`
+	Active  []ActiveInstance `json:"active"`
+	// Leaving tells the leader the node is shutting down and runs nothing anymore.
+	Leaving bool `json:"leaving,omitempty"`
+}
+
+// RenewAck answers a renewal. OK false means no lease was granted.
+type RenewAck struct {
+	OK        bool   `json:"ok"`
+	Leader    string `json:"leader"`
+	LeaderAPI string `json:"leaderApi,omitempty"`
+	Index     uint64 `json:"index"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+// NodeAssignment is one instance assigned to a node, with the resource
+// definition it needs to run it.
+type NodeAssignment struct {
+	Resource string          `json:"resource"`
+	Slot     int             `json:"slot"`
+	Epoch    uint64          `json:"epoch"`
+	Def      json.RawMessage `json:"def"`
+}
+
+// Assignments answers GET /v1/internal/assignments.
+type Assignments struct {
+	Index       uint64           `json:"index"`
+	Maintenance bool             `json:"maintenance,omitempty"`
+	NoQuorum    string           `json:"noQuorumPolicy,omitempty"`
+	Items       []NodeAssignment `json:"items"`
+}
+
+// Failure is a node's report that an instance failed.
+type Failure struct {
+	Node     string `json:"node"`
+	Resource string `json:"resource"`
+	Slot     int    `json:"slot"`
+	Epoch    uint64 `json:"epoch"`
+	Reason   string `json:"reason"`
+	// Restarted is true when the node restarted it in place already.
+	Restarted bool `json:"restarted"`
+}
+
+// Hello is the first call of a joining node.
+type Hello struct {
+	Node    string `json:"node"`
+	Cluster string `json:"cluster"`
+	Role    string `json:"role"`
+}
+
+// Welcome answers Hello with where to gossip.
+type Welcome struct {
+	Cluster string   `json:"cluster"`
+	Fast    []string `json:"fast"`
+	Coarse  []string `json:"coarse"`
+	Leader  string   `json:"leader"`
+}

@@ -1,0 +1,465 @@
+// Package agent is the composition root of `paceline agent`: it turns a
+// validated config into running subsystems — consensus (raft + gossip),
+// the replicated state, the leader-only coordinator, the node-local
+// executor with its hold lease, and the HTTP API — started together and
+// stopped together in reverse order.
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/paceline/paceline/api"
+	"github.com/paceline/paceline/internal/config"
+	"github.com/paceline/paceline/internal/consensus"
+	"github.com/paceline/paceline/internal/coordinator"
+	"github.com/paceline/paceline/internal/errs"
+	"github.com/paceline/paceline/internal/executor"
+	"github.com/paceline/paceline/internal/httpapi"
+	"github.com/paceline/paceline/internal/lease"
+	"github.com/paceline/paceline/internal/state"
+	"github.com/paceline/paceline/internal/tlsutil"
+)
+
+// Agent is one running paceline agent.
+type Agent struct {
+	cfg       config.Config
+	log       *slog.Logger
+	joinToken string
+	adv       string
+	apiAddr   string
+	lp        lease.Params
+
+	fsm    *state.FSM
+	cons   *consensus.Node
+	table  *lease.Table
+	holder *lease.Holder
+	exec   *executor.Executor
+
+	serverTLS, clientTLS *tls.Config
+	raftTLS              *tls.Config // mutual TLS for raft
+	httpSrv              *http.Server
+	ln                   net.Listener
+	peer                 *api.Client // agent-to-agent client (join token)
+
+	mu        sync.Mutex
+	coord     *coordinator.Coordinator
+	leaderAPI string
+	ready     chan struct{}
+	readyOnce sync.Once
+	failures  chan api.Failure
+	leaving   atomic.Bool
+}
+
+// New validates the config and prepares an agent; Run starts it.
+func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid config:\n%w", err)
+	}
+	tok, err := cfg.ResolveToken()
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	a := &Agent{cfg: cfg, log: log.With("node", cfg.NodeName), joinToken: tok, adv: cfg.Advertise(),
+		ready: make(chan struct{}), failures: make(chan api.Failure, 256)}
+	a.apiAddr = net.JoinHostPort(a.adv, strconv.Itoa(cfg.Ports.API))
+	a.lp = lease.Params{L: cfg.Lease.Duration, Margin: cfg.Lease.Margin, LeaderLeaseTimeout: consensus.DefaultTimings.LeaderLeaseTimeout}
+	if err := a.lp.Validate(); err != nil {
+		return nil, fmt.Errorf("lease: %w", err)
+	}
+	if cfg.TLS.Enabled() {
+		r, err := tlsutil.NewReloader(tlsutil.Files{CA: cfg.TLS.CA, Cert: cfg.TLS.Cert, Key: cfg.TLS.Key}, tlsutil.WithLogger(log))
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		a.serverTLS = r.ServerConfig(false)
+		a.raftTLS = r.ServerConfig(true)
+		a.clientTLS = r.PeerClientConfig()
+	}
+	a.peer = api.NewClient(nil, "", a.clientTLS)
+	a.peer.JoinToken = tok
+	a.peer.HTTP.Timeout = 0
+	return a, nil
+}
+
+// APIAddr is the advertised API address.
+func (a *Agent) APIAddr() string { return a.apiAddr }
+
+// Ready is closed once the node holds a lease from a leader for the first time.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// FSM exposes the replicated state (read-only use).
+func (a *Agent) FSM() *state.FSM { return a.fsm }
+
+// Executor exposes the node-local executor (tests).
+func (a *Agent) Executor() *executor.Executor { return a.exec }
+
+// IsLeader reports raft leadership.
+func (a *Agent) IsLeader() bool { return a.cons != nil && a.cons.IsLeader() }
+
+// Run starts everything and blocks until ctx ends, then shuts down
+// gracefully: resources stop while the lease is still valid, the leader is
+// told this node is leaving (so it fails over at once), leadership moves
+// away, and raft and gossip stop.
+func (a *Agent) Run(ctx context.Context) error {
+	cfg := a.cfg
+	if err := consensus.CheckDataDir(cfg.DataDir); err != nil {
+		return err
+	}
+	a.fsm = state.NewFSM()
+	a.table = lease.NewTable(a.lp)
+	a.holder = lease.NewHolder(a.lp)
+	a.exec = executor.New(executor.Config{Node: cfg.NodeName, Holder: a.holder, LogDir: filepath.Join(cfg.DataDir, "logs"),
+		Logger: a.log.With("sub", "executor"), Report: a.queueFailure, Cluster: cfg.ClusterName})
+
+	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.Ports.API)))
+	if err != nil {
+		return fmt.Errorf("api listen on %s:%d: %w (another agent running? set ports.api)", cfg.BindAddr, cfg.Ports.API, err)
+	}
+	if a.serverTLS != nil {
+		ln = tls.NewListener(ln, a.serverTLS)
+	}
+	a.ln = ln
+	srv := httpapi.New(a, a.joinToken, a.log.With("sub", "api"))
+	if a.clientTLS != nil {
+		srv.Scheme = "https"
+		srv.Transport = &http.Transport{TLSClientConfig: a.clientTLS}
+	}
+	a.httpSrv = &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := a.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("api server stopped", "err", err)
+		}
+	}()
+
+	cons, err := consensus.Start(consensus.Config{NodeName: cfg.NodeName, ClusterName: cfg.ClusterName, Role: cfg.Role, DataDir: cfg.DataDir,
+		BindAddr: cfg.BindAddr, AdvertiseAddr: a.adv, RaftPort: cfg.Ports.Raft, GossipPort: cfg.Ports.Gossip, CoarsePort: cfg.Ports.Coarse,
+		APIAddr: a.apiAddr, BootstrapExpect: cfg.BootstrapExpect, JoinToken: a.joinToken, ServerTLS: a.raftTLS, ClientTLS: a.clientTLS,
+		FSM: a.fsm, Logger: a.log.With("sub", "consensus")})
+	if err != nil {
+		_ = a.httpSrv.Close()
+		return err
+	}
+	a.cons = cons
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	goRun := func(f func(context.Context)) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(runCtx) }()
+	}
+	joinErr := make(chan error, 1)
+	goRun(func(ctx context.Context) {
+		if err := a.join(ctx); err != nil {
+			joinErr <- err
+		}
+	})
+	if cfg.Role == "control" {
+		goRun(a.leadership)
+	}
+	goRun(a.renewLoop)
+	goRun(a.watchLoop)
+	goRun(a.fenceLoop)
+	goRun(a.failureLoop)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-joinErr:
+	}
+	a.shutdown(cancel, &wg)
+	return runErr
+}
+
+func (a *Agent) shutdown(cancel context.CancelFunc, wg *sync.WaitGroup) {
+	a.log.Info("shutting down: stopping resources")
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer scancel()
+	a.exec.StopAll(sctx)
+	a.holder.Revoke()
+	// Tell the leader we run nothing anymore, so it fails over at once.
+	a.sendLeaving()
+	if a.cons.IsLeader() {
+		if err := a.cons.Raft.LeadershipTransfer().Error(); err != nil {
+			a.log.Warn("leadership transfer failed", "err", err)
+		} else {
+			a.log.Info("leadership transferred")
+		}
+	}
+	cancel()
+	wg.Wait()
+	a.cons.Leave(time.Second)
+	a.cons.Shutdown()
+	ctx, c2 := context.WithTimeout(context.Background(), 2*time.Second)
+	defer c2()
+	_ = a.httpSrv.Shutdown(ctx)
+	a.log.Info("stopped")
+}
+
+// join introduces this node to the cluster through the join addresses and
+// joins the gossip pools. A wrong cluster name or join token is fatal.
+func (a *Agent) join(ctx context.Context) error {
+	if len(a.cfg.Join) == 0 {
+		return nil
+	}
+	delay := 200 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		var lastErr error
+		for _, addr := range a.cfg.Join {
+			if addr == a.apiAddr {
+				continue
+			}
+			c := a.peerClient(addr)
+			var w api.Welcome
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			err := c.Do(cctx, "POST", "/v1/internal/hello", api.Hello{Node: a.cfg.NodeName, Cluster: a.cfg.ClusterName, Role: a.cfg.Role}, &w)
+			cancel()
+			var ae *api.Error
+			if errors.As(err, &ae) && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusConflict) {
+				return fmt.Errorf("cannot join through %s: %s", addr, ae.Message)
+			}
+			if err != nil {
+				lastErr = err
+				continue
+			}
+			if len(w.Fast) == 0 && len(w.Coarse) == 0 {
+				lastErr = fmt.Errorf("%s knows no gossip members yet", addr)
+				continue
+			}
+			var jerr error
+			if a.cfg.Role == "control" && len(w.Fast) > 0 {
+				_, jerr = a.cons.JoinFast(w.Fast)
+			}
+			if len(w.Coarse) > 0 {
+				if _, err := a.cons.JoinCoarse(w.Coarse); err != nil && jerr == nil {
+					jerr = err
+				}
+			}
+			if jerr == nil {
+				a.log.Info("joined the cluster", "through", addr)
+				return nil
+			}
+			lastErr = fmt.Errorf("gossip join: %w (check that the gossip ports are reachable and the join token matches)", jerr)
+		}
+		if lastErr != nil && (attempt == 1 || attempt%10 == 0) {
+			a.log.Warn("join not yet possible, retrying", "attempt", attempt, "err", lastErr)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		if delay < 2*time.Second {
+			delay *= 2
+		}
+	}
+}
+
+func (a *Agent) peerClient(addr string) *api.Client {
+	c := *a.peer
+	c.Addrs = []string{addr}
+	return &c
+}
+
+// leadership runs the coordinator while this node leads.
+func (a *Agent) leadership(ctx context.Context) {
+	ch := a.cons.Raft.LeaderCh()
+	var cancel context.CancelFunc = func() {}
+	var done chan struct{}
+	stop := func() {
+		cancel()
+		if done != nil {
+			<-done
+			done = nil
+		}
+		a.mu.Lock()
+		a.coord = nil
+		a.mu.Unlock()
+	}
+	defer stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case isLeader := <-ch:
+			stop()
+			if !isLeader {
+				a.log.Info("lost leadership")
+				continue
+			}
+			a.log.Info("became leader")
+			lctx, c := context.WithCancel(ctx)
+			cancel = c
+			done = make(chan struct{})
+			go func() {
+				defer close(done)
+				a.lead(lctx)
+			}()
+		}
+	}
+}
+
+func (a *Agent) lead(ctx context.Context) {
+	if err := a.cons.Raft.Barrier(10 * time.Second).Error(); err != nil {
+		a.log.Warn("barrier failed; waiting for the next term", "err", err)
+		return
+	}
+	var inited bool
+	a.fsm.Read(func(s *state.State) { inited = s.ClusterName != "" })
+	if !inited {
+		if err := a.initCluster(ctx); err != nil {
+			a.log.Error("cluster initialisation failed", "err", err)
+			return
+		}
+	}
+	c := coordinator.New(coordinator.Config{Cluster: a.cfg.ClusterName, FSM: a.fsm, Raft: a, Lease: a.lp, Table: a.table, Logger: a.log.With("sub", "coordinator")})
+	a.mu.Lock()
+	a.coord = c
+	a.mu.Unlock()
+	go a.voterLoop(ctx)
+	_ = c.Run(ctx)
+}
+
+// initCluster records the cluster name and the bootstrap bearer tokens;
+// their plaintext goes to DATADIR/operator.token and readonly.token.
+func (a *Agent) initCluster(ctx context.Context) error {
+	op, ro := randToken(), randToken()
+	cmd := &state.Command{Type: state.CmdInit, Time: time.Now(), ClusterName: a.cfg.ClusterName,
+		TokenHashes: map[string]string{HashToken(op): httpapi.RoleOperator, HashToken(ro): httpapi.RoleReadOnly}}
+	if _, err := a.Propose(ctx, cmd); err != nil {
+		return err
+	}
+	for name, tok := range map[string]string{"operator.token": op, "readonly.token": ro} {
+		p := filepath.Join(a.cfg.DataDir, name)
+		if err := os.WriteFile(p, []byte(tok+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write %s: %w", p, err)
+		}
+	}
+	a.log.Info("cluster initialised; bearer tokens written", "operator", filepath.Join(a.cfg.DataDir, "operator.token"), "readonly", filepath.Join(a.cfg.DataDir, "readonly.token"))
+	return nil
+}
+
+// voterLoop adds control nodes seen in gossip to the raft configuration.
+func (a *Agent) voterLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		servers, err := a.cons.Voters()
+		if err == nil {
+			in := map[string]bool{}
+			for _, s := range servers {
+				in[string(s.ID)] = true
+			}
+			for _, m := range a.cons.Members() {
+				if m.Meta.Role != "control" || !m.Alive || in[m.Name] || m.Meta.Raft == "" {
+					continue
+				}
+				a.log.Info("adding voter", "node", m.Name, "addr", m.Meta.Raft)
+				if err := a.cons.Raft.AddVoter(raft.ServerID(m.Name), raft.ServerAddress(m.Meta.Raft), 0, 5*time.Second).Error(); err != nil {
+					a.log.Warn("add voter failed", "node", m.Name, "err", err)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Propose commits a command through raft (leader only).
+func (a *Agent) Propose(ctx context.Context, c *state.Command) (state.Result, error) {
+	if a.cons == nil || a.cons.Raft == nil {
+		return state.Result{}, a.notLeader()
+	}
+	timeout := 5 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	f := a.cons.Raft.Apply(c.Encode(), timeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			return state.Result{}, a.notLeader()
+		}
+		return state.Result{}, fmt.Errorf("%w: could not commit the change: %v (check that a majority of control nodes is up and their data dirs are writable)", errs.ErrNoQuorum, err)
+	}
+	res, _ := f.Response().(state.Result)
+	if res.Err != nil {
+		return res, fmt.Errorf("%w: %w", errs.ErrBadRequest, res.Err)
+	}
+	return res, nil
+}
+
+// VerifyLeader implements coordinator.Raft.
+func (a *Agent) VerifyLeader() error { return a.cons.Raft.VerifyLeader().Error() }
+
+func (a *Agent) notLeader() error {
+	l, api := a.leader()
+	return &errs.NotLeader{Leader: l, LeaderAPI: api}
+}
+
+// leader returns the leader's name and API address as this node knows them.
+func (a *Agent) leader() (string, string) {
+	if a.cons != nil && a.cons.Raft != nil {
+		id := a.cons.LeaderID()
+		if id == "" {
+			return "", ""
+		}
+		var addr string
+		a.fsm.Read(func(s *state.State) {
+			if n := s.Nodes[id]; n != nil {
+				addr = n.APIAddr
+			}
+		})
+		if addr == "" {
+			for _, m := range a.cons.Members() {
+				if m.Name == id {
+					addr = m.Meta.API
+				}
+			}
+		}
+		return id, addr
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return "", a.leaderAPI
+}
+
+func (a *Agent) coordinator() *coordinator.Coordinator {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.coord
+}
+
+// HashToken is how bearer tokens are stored.
+func HashToken(t string) string {
+	h := sha256.Sum256([]byte(t))
+	return hex.EncodeToString(h[:])
+}
+
+func randToken() string {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}

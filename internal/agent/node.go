@@ -1,0 +1,245 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/paceline/paceline/api"
+)
+
+// candidates lists API addresses to try for the leader, best first.
+func (a *Agent) candidates() []string {
+	var out []string
+	seen := map[string]bool{}
+	add := func(s string) {
+		if s != "" && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	a.mu.Lock()
+	add(a.leaderAPI)
+	a.mu.Unlock()
+	if _, l := a.leader(); l != "" {
+		add(l)
+	}
+	for _, m := range a.cons.Members() {
+		if m.Meta.Role == "control" && m.Alive {
+			add(m.Meta.API)
+		}
+	}
+	for _, j := range a.cfg.Join {
+		add(j)
+	}
+	if a.cfg.Role == "control" {
+		add(a.apiAddr)
+	}
+	return out
+}
+
+func (a *Agent) setLeaderAPI(s string) {
+	a.mu.Lock()
+	a.leaderAPI = s
+	a.mu.Unlock()
+}
+
+func (a *Agent) currentLeaderAPI() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.leaderAPI
+}
+
+func (a *Agent) renewRequest() api.Renew {
+	r := api.Renew{Node: a.cfg.NodeName, Cluster: a.cfg.ClusterName, Role: a.cfg.Role, APIAddr: a.apiAddr, Labels: a.cfg.Labels,
+		Applied: a.exec.Applied(), Active: a.exec.Active(), Leaving: a.leaving.Load()}
+	if a.cfg.Role == "control" {
+		r.RaftAddr = net.JoinHostPort(a.adv, strconv.Itoa(a.cfg.Ports.Raft))
+	}
+	return r
+}
+
+// renewOnce sends one renewal to addr and applies the answer to the lease.
+func (a *Agent) renewOnce(ctx context.Context, addr string, req api.Renew, timeout time.Duration) (api.RenewAck, error) {
+	var ack api.RenewAck
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	sent := time.Now()
+	err := a.peerClient(addr).Do(cctx, "POST", "/v1/internal/renew", req, &ack)
+	if err != nil {
+		return ack, err
+	}
+	if ack.OK {
+		wasValid := a.holder.Valid(time.Now())
+		a.holder.Acked(sent)
+		a.setLeaderAPI(addr)
+		if !wasValid {
+			a.exec.LeaseRegained(ack.Index)
+		}
+		a.readyOnce.Do(func() { close(a.ready) })
+	}
+	return ack, nil
+}
+
+// renewLoop keeps the hold lease: a renewal every L/4 (and early when the
+// set of running instances changes, at most every 10 ms).
+func (a *Agent) renewLoop(ctx context.Context) {
+	interval := a.lp.RenewInterval()
+	lastErrLog := time.Time{}
+	for {
+		start := time.Now()
+		req := a.renewRequest()
+		ok := false
+		var lastErr error
+		for _, addr := range a.candidates() {
+			ack, err := a.renewOnce(ctx, addr, req, interval)
+			if err != nil {
+				lastErr = err
+				continue
+			}
+			if ack.OK {
+				ok = true
+				break
+			}
+			if ack.Reason != "" && ack.Reason != "not leading" {
+				lastErr = errors.New(ack.Reason)
+			}
+			if ack.LeaderAPI != "" && ack.LeaderAPI != addr {
+				if ack2, err := a.renewOnce(ctx, ack.LeaderAPI, req, interval); err == nil && ack2.OK {
+					ok = true
+					break
+				}
+			}
+			if ctx.Err() != nil || time.Since(start) > interval {
+				break
+			}
+		}
+		if !ok && lastErr != nil && time.Since(lastErrLog) > 5*time.Second {
+			lastErrLog = time.Now()
+			a.log.Warn("lease renewal failed", "err", lastErr, "valid", a.holder.Valid(time.Now()))
+		}
+		wait := interval - time.Since(start)
+		if !ok {
+			wait = 20 * time.Millisecond
+		}
+		if wait < 0 {
+			wait = 0
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		case <-a.exec.Changed():
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// watchLoop long-polls the leader for this node's assignments.
+func (a *Agent) watchLoop(ctx context.Context) {
+	for ctx.Err() == nil {
+		addr := a.currentLeaderAPI()
+		if addr == "" {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			continue
+		}
+		var as api.Assignments
+		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		p := "/v1/internal/assignments?node=" + a.cfg.NodeName + "&after=" + strconv.FormatUint(a.exec.Applied(), 10) + "&wait=10s"
+		err := a.peerClient(addr).Do(cctx, "GET", p, nil, &as)
+		cancel()
+		if err != nil {
+			var ae *api.Error
+			if errors.As(err, &ae) && ae.Leader != "" {
+				a.setLeaderAPI(ae.Leader)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			continue
+		}
+		a.exec.Update(as)
+	}
+}
+
+// fenceLoop kills exclusive instances the moment the lease runs out.
+func (a *Agent) fenceLoop(ctx context.Context) {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		if a.exec.HasExclusive() && !a.holder.Valid(now) {
+			killed := a.exec.SelfFence()
+			if len(killed) > 0 {
+				a.log.Warn("hold lease expired: self-fenced exclusive resources", "killed", killed, "deadline", a.holder.Deadline().Format(time.RFC3339Nano))
+			}
+		}
+	}
+}
+
+func (a *Agent) queueFailure(f api.Failure) {
+	select {
+	case a.failures <- f:
+	default:
+		a.log.Warn("failure report queue full; dropping", "resource", f.Resource)
+	}
+}
+
+// failureLoop delivers failure reports to the leader, retrying.
+func (a *Agent) failureLoop(ctx context.Context) {
+	for {
+		var f api.Failure
+		select {
+		case <-ctx.Done():
+			return
+		case f = <-a.failures:
+		}
+		for attempt := 0; attempt < 50 && ctx.Err() == nil; attempt++ {
+			addr := a.currentLeaderAPI()
+			if addr != "" {
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				err := a.peerClient(addr).Do(cctx, "POST", "/v1/internal/failure", f, nil)
+				cancel()
+				if err == nil {
+					break
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// sendLeaving tells the leader this node runs nothing anymore.
+func (a *Agent) sendLeaving() {
+	a.leaving.Store(true)
+	req := a.renewRequest()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, addr := range a.candidates() {
+		var ack api.RenewAck
+		if err := a.peerClient(addr).Do(ctx, "POST", "/v1/internal/renew", req, &ack); err == nil && ack.OK {
+			return
+		}
+	}
+}

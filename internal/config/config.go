@@ -1,0 +1,214 @@
+// Package config holds the agent's configuration: defaults, strict YAML
+// decoding (unknown fields refused), flag overrides and Validate, whose
+// errors name the field to fix.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the agent configuration file.
+type Config struct {
+	NodeName    string `yaml:"nodeName"`
+	ClusterName string `yaml:"clusterName"`
+	// Role is control (votes in raft) or remote (no vote).
+	Role string `yaml:"role"`
+	// BindAddr is the IP the agent listens on; AdvertiseAddr the IP other
+	// nodes reach it at (default: BindAddr, or the first non-loopback IP
+	// when BindAddr is 0.0.0.0).
+	BindAddr      string `yaml:"bindAddr"`
+	AdvertiseAddr string `yaml:"advertiseAddr"`
+	Ports         Ports  `yaml:"ports"`
+	DataDir       string `yaml:"dataDir"`
+	// Join lists API addresses (host:port) of existing nodes.
+	Join []string `yaml:"join"`
+	// BootstrapExpect is the number of control nodes that form a new
+	// cluster together (0: join an existing cluster only).
+	BootstrapExpect int               `yaml:"bootstrapExpect"`
+	Labels          map[string]string `yaml:"labels"`
+	// JoinToken (or JoinTokenFile) is the shared secret agents present to
+	// each other; it also encrypts gossip.
+	JoinToken     string `yaml:"joinToken"`
+	JoinTokenFile string `yaml:"joinTokenFile"`
+	TLS           TLS    `yaml:"tls"`
+	Lease         Lease  `yaml:"lease"`
+	LogLevel      string `yaml:"logLevel"`
+}
+
+// Ports are the agent's listening ports.
+type Ports struct {
+	API    int `yaml:"api"`
+	Raft   int `yaml:"raft"`
+	Gossip int `yaml:"gossip"`
+	// Coarse is the coarse gossip pool for remote nodes.
+	Coarse int `yaml:"coarse"`
+}
+
+// TLS names PEM files; all three or none.
+type TLS struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Enabled reports whether TLS is configured.
+func (t TLS) Enabled() bool { return t.CA != "" || t.Cert != "" || t.Key != "" }
+
+// Lease holds the hold-lease timings.
+type Lease struct {
+	Duration time.Duration `yaml:"duration"`
+	Margin   time.Duration `yaml:"margin"`
+}
+
+// Default returns a configuration with every default filled.
+func Default() Config {
+	return Config{Role: "control", BindAddr: "0.0.0.0", DataDir: "/var/lib/paceline",
+		Ports: Ports{API: 7480, Raft: 7481, Gossip: 7482, Coarse: 7483},
+		Lease: Lease{Duration: 400 * time.Millisecond, Margin: 40 * time.Millisecond}, LogLevel: "info"}
+}
+
+// Load reads a YAML file over the defaults. Unknown fields are errors that
+// name the line.
+func Load(path string) (Config, error) {
+	c := Default()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("read config: %w", err)
+	}
+	if err := Decode(data, &c); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Decode decodes YAML strictly into c.
+func Decode(data []byte, c *Config) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			return fmt.Errorf("%s (fields are: nodeName, clusterName, role, bindAddr, advertiseAddr, ports{api,raft,gossip,coarse}, dataDir, join, bootstrapExpect, labels, joinToken, joinTokenFile, tls{ca,cert,key}, lease{duration,margin}, logLevel)", strings.Join(te.Errors, "; "))
+		}
+		return err
+	}
+	return nil
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// Validate checks the configuration; each error names the field.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
+	}
+	if c.NodeName == "" {
+		bad("nodeName", "required (a DNS label such as ctl1)")
+	} else if !nameRE.MatchString(c.NodeName) {
+		bad("nodeName", "%q must be lowercase letters, digits and '-' (at most 63)", c.NodeName)
+	}
+	if c.ClusterName == "" {
+		bad("clusterName", "required; every node of a cluster uses the same name")
+	} else if !nameRE.MatchString(c.ClusterName) {
+		bad("clusterName", "%q must be lowercase letters, digits and '-'", c.ClusterName)
+	}
+	if c.Role != "control" && c.Role != "remote" {
+		bad("role", "%q is not a role (control | remote)", c.Role)
+	}
+	if net.ParseIP(c.BindAddr) == nil {
+		bad("bindAddr", "%q is not an IP address", c.BindAddr)
+	}
+	if c.AdvertiseAddr != "" && net.ParseIP(c.AdvertiseAddr) == nil {
+		bad("advertiseAddr", "%q is not an IP address", c.AdvertiseAddr)
+	}
+	ports := map[string]int{"ports.api": c.Ports.API, "ports.raft": c.Ports.Raft, "ports.gossip": c.Ports.Gossip, "ports.coarse": c.Ports.Coarse}
+	seen := map[int]string{}
+	for _, f := range []string{"ports.api", "ports.raft", "ports.gossip", "ports.coarse"} {
+		p := ports[f]
+		if p <= 0 || p > 65535 {
+			bad(f, "%d is not a port (1-65535)", p)
+			continue
+		}
+		if o, ok := seen[p]; ok {
+			bad(f, "port %d is already used by %s", p, o)
+		}
+		seen[p] = f
+	}
+	if c.DataDir == "" {
+		bad("dataDir", "required")
+	}
+	if c.BootstrapExpect < 0 || c.BootstrapExpect == 2 || c.BootstrapExpect > 7 {
+		bad("bootstrapExpect", "%d: use 1 (single node), 3 or 5 (odd numbers survive failures; 2 needs a witness, not supported yet)", c.BootstrapExpect)
+	}
+	if c.Role == "remote" && c.BootstrapExpect > 0 {
+		bad("bootstrapExpect", "remote nodes do not vote and cannot bootstrap a cluster; set it on control nodes")
+	}
+	if c.BootstrapExpect == 0 && len(c.Join) == 0 {
+		bad("join", "required when bootstrapExpect is 0 (list API addresses of existing nodes)")
+	}
+	for i, j := range c.Join {
+		if _, _, err := net.SplitHostPort(j); err != nil {
+			bad(fmt.Sprintf("join[%d]", i), "%q must be host:port (an agent's API address)", j)
+		}
+	}
+	if c.JoinToken != "" && c.JoinTokenFile != "" {
+		bad("joinTokenFile", "set joinToken or joinTokenFile, not both")
+	}
+	if t := c.TLS; t.Enabled() && (t.CA == "" || t.Cert == "" || t.Key == "") {
+		bad("tls", "set ca, cert and key together (create them with `paceline tls init` and `paceline tls issue`)")
+	}
+	if c.Lease.Duration <= 0 {
+		bad("lease.duration", "must be positive (default 400ms)")
+	}
+	if c.Lease.Margin <= 0 || 2*c.Lease.Margin >= c.Lease.Duration {
+		bad("lease.margin", "%v must be positive and less than half of lease.duration %v", c.Lease.Margin, c.Lease.Duration)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("logLevel", "%q is not a level (debug | info | warn | error)", c.LogLevel)
+	}
+	return errors.Join(errs...)
+}
+
+// ResolveToken returns the join token, reading JoinTokenFile if set.
+func (c *Config) ResolveToken() (string, error) {
+	if c.JoinTokenFile == "" {
+		return c.JoinToken, nil
+	}
+	b, err := os.ReadFile(c.JoinTokenFile)
+	if err != nil {
+		return "", fmt.Errorf("joinTokenFile: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// Advertise returns the address others use to reach this node.
+func (c *Config) Advertise() string {
+	if c.AdvertiseAddr != "" {
+		return c.AdvertiseAddr
+	}
+	if ip := net.ParseIP(c.BindAddr); ip != nil && !ip.IsUnspecified() {
+		return c.BindAddr
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+			return n.IP.String()
+		}
+	}
+	return "127.0.0.1"
+}

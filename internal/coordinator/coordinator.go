@@ -1,0 +1,546 @@
+// Package coordinator holds the raft leader's work: it grants hold leases
+// (renewals from every node), keeps node records online/offline, turns the
+// scheduler's placement into committed assignments while never letting an
+// exclusive resource run twice, and records failures and recoveries.
+//
+// Only the leader runs a Coordinator, after a raft barrier. Renewals and
+// planning are serialised by one mutex: an acknowledgement is given either
+// before a decision that treated the node as gone (and then the decision
+// sees the fresh acknowledgement) or after that decision was committed (and
+// then the acknowledged index covers it).
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/paceline/paceline/api"
+	"github.com/paceline/paceline/internal/lease"
+	"github.com/paceline/paceline/internal/scheduler"
+	"github.com/paceline/paceline/internal/spec"
+	"github.com/paceline/paceline/internal/state"
+)
+
+// Raft is what the coordinator needs from the consensus layer.
+type Raft interface {
+	// Propose commits a command and returns its result once applied locally.
+	Propose(ctx context.Context, c *state.Command) (state.Result, error)
+	// VerifyLeader returns nil when a quorum still follows this leader.
+	VerifyLeader() error
+}
+
+// Config wires a coordinator.
+type Config struct {
+	Cluster string
+	FSM     *state.FSM
+	Raft    Raft
+	Lease   lease.Params
+	Table   *lease.Table
+	Logger  *slog.Logger
+	Now     func() time.Time
+}
+
+type report struct {
+	r  api.Renew
+	at time.Time
+}
+
+type recovery struct {
+	from  string
+	since time.Time
+	to    string
+}
+
+// Coordinator is the leader-only planner. Create one per leadership term.
+type Coordinator struct {
+	cfg Config
+	log *slog.Logger
+	now func() time.Time
+
+	mu         sync.Mutex
+	running    bool
+	reports    map[string]report
+	released   map[string]bool
+	lastUnset  map[string]uint64
+	startIndex uint64
+	recoveries map[string]recovery
+	unplaced   []string
+	kick       chan struct{}
+}
+
+// New returns a coordinator; call Run when leadership is established.
+func New(cfg Config) *Coordinator {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Coordinator{cfg: cfg, log: cfg.Logger, now: cfg.Now, reports: map[string]report{}, released: map[string]bool{},
+		lastUnset: map[string]uint64{}, recoveries: map[string]recovery{}, kick: make(chan struct{}, 1)}
+}
+
+func (c *Coordinator) poke() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run plans until ctx ends (leadership lost). The caller has passed a raft
+// barrier, so the FSM holds every committed entry.
+func (c *Coordinator) Run(ctx context.Context) error {
+	t := c.cfg.Table
+	t.BecameLeader(c.now())
+	c.mu.Lock()
+	c.running = true
+	c.startIndex = c.cfg.FSM.Index()
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.running = false
+		c.mu.Unlock()
+		t.LostLeadership()
+	}()
+	// Confirm leadership continuously: acknowledgements need a fresh quorum.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(c.cfg.Lease.LeaderLeaseTimeout / 3)
+		defer tick.Stop()
+		for {
+			start := c.now()
+			if err := c.cfg.Raft.VerifyLeader(); err == nil {
+				t.Confirmed(start)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	defer wg.Wait()
+	fallback := time.NewTicker(500 * time.Millisecond)
+	defer fallback.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		changed := c.cfg.FSM.Changed()
+		next := c.reconcile(ctx)
+		if !next.IsZero() {
+			d := next.Sub(c.now()) + time.Millisecond
+			if d < time.Millisecond {
+				d = time.Millisecond
+			}
+			timer.Reset(d)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		case <-c.kick:
+		case <-timer.C:
+		case <-fallback.C:
+		}
+	}
+}
+
+// Renew grants (or refuses) a hold-lease renewal and records the node's report.
+func (c *Coordinator) Renew(r api.Renew) api.RenewAck {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.running {
+		return api.RenewAck{OK: false, Reason: "not leading"}
+	}
+	if r.Cluster != c.cfg.Cluster {
+		return api.RenewAck{OK: false, Reason: fmt.Sprintf("node %s belongs to cluster %q, this is %q", r.Node, r.Cluster, c.cfg.Cluster)}
+	}
+	now := c.now()
+	if !c.cfg.Table.Ack(r.Node, now) {
+		return api.RenewAck{OK: false, Reason: "leadership not confirmed by a quorum"}
+	}
+	prev, had := c.reports[r.Node]
+	c.reports[r.Node] = report{r: r, at: now}
+	if r.Leaving {
+		c.released[r.Node] = len(r.Active) == 0
+	} else {
+		delete(c.released, r.Node)
+	}
+	if !had || !sameActive(prev.r, r) || prev.r.Leaving != r.Leaving || prev.r.APIAddr != r.APIAddr {
+		c.poke()
+	}
+	return api.RenewAck{OK: true, Index: c.cfg.FSM.Index()}
+}
+
+func sameActive(a, b api.Renew) bool {
+	if len(a.Active) != len(b.Active) || a.Applied != b.Applied {
+		return false
+	}
+	for i := range a.Active {
+		if a.Active[i] != b.Active[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Unplaced returns the explanations of slots that could not be placed.
+func (c *Coordinator) Unplaced() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.unplaced...)
+}
+
+// InstanceStates returns what every node reported: node → slot key → state.
+func (c *Coordinator) InstanceStates() map[string]map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]map[string]string{}
+	for n, rep := range c.reports {
+		m := map[string]string{}
+		for _, a := range rep.r.Active {
+			m[state.SlotKey(a.Resource, a.Slot)] = a.State
+		}
+		out[n] = m
+	}
+	return out
+}
+
+// Failure records a failure reported by a node.
+func (c *Coordinator) Failure(ctx context.Context, f api.Failure) error {
+	var r *spec.Resource
+	c.cfg.FSM.Read(func(s *state.State) {
+		if s.Spec != nil {
+			for i := range s.Spec.Resources {
+				if s.Spec.Resources[i].Name == f.Resource {
+					x := s.Spec.Resources[i]
+					r = &x
+				}
+			}
+		}
+	})
+	if r == nil {
+		return nil // resource gone from the spec; nothing to count
+	}
+	onFail := r.OnFail
+	if onFail == "" {
+		onFail = spec.OnFailRestart
+	}
+	cmd := &state.Command{Type: state.CmdFailure, Time: c.now(), NodeName: f.Node, Resource: f.Resource, Reason: f.Reason,
+		Block: onFail == spec.OnFailStop, NoCount: onFail == spec.OnFailIgnore}
+	_, err := c.cfg.Raft.Propose(ctx, cmd)
+	return err
+}
+
+// reconcile runs one planning round and returns when it wants to run again
+// at the latest (zero: only on events).
+func (c *Coordinator) reconcile(ctx context.Context) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	t := c.cfg.Table
+	var (
+		nodes   []state.Node
+		assign  map[string]state.Assignment
+		sp      *spec.Spec
+		specVer int
+		fails   map[string]map[string]int
+		blocked = map[string]bool{}
+		expire  [][2]string
+	)
+	c.cfg.FSM.Read(func(s *state.State) {
+		for _, n := range s.NodeNames() {
+			nodes = append(nodes, *s.Nodes[n])
+		}
+		assign = map[string]state.Assignment{}
+		for k, a := range s.Assignments {
+			assign[k] = *a
+		}
+		if s.Spec != nil {
+			sp = s.Spec.WithDefaults()
+		}
+		specVer = s.SpecVersion
+		fails = map[string]map[string]int{}
+		for r, m := range s.Fails {
+			fails[r] = map[string]int{}
+			for n, f := range m {
+				fails[r][n] = f.Count
+			}
+		}
+		for r := range s.Blocked {
+			blocked[r] = true
+		}
+		expire = s.ExpireFailures(now)
+	})
+	propose := func(cmd *state.Command) (state.Result, bool) {
+		cmd.Time = now
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		res, err := c.cfg.Raft.Propose(pctx, cmd)
+		if err == nil {
+			err = res.Err
+		}
+		if err != nil {
+			c.log.Warn("proposal failed", "type", cmd.Type, "err", err)
+			return res, false
+		}
+		return res, true
+	}
+	var next time.Time
+	soon := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	gone := func(n string) bool { return c.released[n] || t.Expired(n, now) }
+
+	// 1. Node records follow renewals and lease expiry.
+	known := map[string]state.Node{}
+	for _, n := range nodes {
+		known[n.Name] = n
+	}
+	changed := false
+	reporters := make([]string, 0, len(c.reports))
+	for n := range c.reports {
+		reporters = append(reporters, n)
+	}
+	sort.Strings(reporters)
+	for _, name := range reporters {
+		rep := c.reports[name].r
+		n, ok := known[name]
+		if !ok || n.APIAddr != rep.APIAddr || n.RaftAddr != rep.RaftAddr || n.Role != rep.Role || !sameLabels(n.Labels, rep.Labels) {
+			if _, ok := propose(&state.Command{Type: state.CmdNodeUpsert, Node: &state.Node{Name: name, Role: rep.Role, APIAddr: rep.APIAddr, RaftAddr: rep.RaftAddr, Labels: rep.Labels}}); ok {
+				changed = true
+			}
+		}
+	}
+	for _, n := range nodes {
+		alive := t.Alive(n.Name, now) && !c.reports[n.Name].r.Leaving
+		if n.Online && gone(n.Name) {
+			reason := "lease expired"
+			if c.released[n.Name] {
+				reason = "shut down cleanly"
+			}
+			on := false
+			if _, ok := propose(&state.Command{Type: state.CmdNodeOnline, NodeName: n.Name, Online: &on, Reason: reason}); ok {
+				changed = true
+			}
+		} else if !n.Online && alive {
+			on := true
+			if _, ok := propose(&state.Command{Type: state.CmdNodeOnline, NodeName: n.Name, Online: &on}); ok {
+				changed = true
+			}
+		} else if n.Online {
+			soon(t.ExpiresAt(n.Name))
+		}
+	}
+	if changed {
+		return now // re-read state next round
+	}
+	// 2. Failures older than failureTimeout are forgotten.
+	for _, rn := range expire {
+		propose(&state.Command{Type: state.CmdCleanup, Resource: rn[0], NodeName: rn[1], Author: "failure-timeout"})
+	}
+	if len(expire) > 0 {
+		return now
+	}
+	// 3. Recoveries: a moved exclusive slot reported running on its new node.
+	c.noteRecoveries(assign, propose)
+	if sp == nil {
+		return next
+	}
+	// 4. Placement.
+	in := scheduler.Input{Spec: sp, Current: map[string]string{}, Blocked: blocked,
+		FailCount: func(r, n string) int { return fails[r][n] }}
+	for _, n := range nodes {
+		in.Nodes = append(in.Nodes, scheduler.Node{Name: n.Name, Online: n.Online, Standby: n.Standby, Maintenance: n.Maintenance, Labels: n.Labels})
+	}
+	for k, a := range assign {
+		in.Current[k] = a.Node
+	}
+	out := scheduler.Place(in)
+	c.unplaced = out.Unplaced
+	plan := &state.Command{Type: state.CmdPlan, SpecVersion: specVer}
+	keys := map[string]bool{}
+	for k := range assign {
+		keys[k] = true
+	}
+	for k := range out.Desired {
+		keys[k] = true
+	}
+	sorted := make([]string, 0, len(keys))
+	for k := range keys {
+		sorted = append(sorted, k)
+	}
+	sort.Strings(sorted)
+	var unset []string
+	for _, k := range sorted {
+		cur, has := assign[k]
+		want := out.Desired[k]
+		if has && cur.Node == want {
+			continue
+		}
+		excl, inSpec := out.Exclusive[k]
+		if !inSpec {
+			excl = true
+		}
+		resName := out.Resource[k]
+		if resName == "" {
+			resName = cur.Resource
+		}
+		slot := slotOf(k)
+		switch {
+		case has && want == "":
+			plan.Unset = append(plan.Unset, k)
+			unset = append(unset, k)
+			plan.Events = append(plan.Events, state.Event{Type: "resource-stop", Node: cur.Node, Resource: resName, Message: fmt.Sprintf("stop %s on %s", k, cur.Node)})
+		case has && !excl:
+			plan.Set = append(plan.Set, state.Assignment{Resource: resName, Slot: slot, Node: want})
+			plan.Events = append(plan.Events, state.Event{Type: "resource-move", Node: want, Resource: resName, Message: fmt.Sprintf("move %s from %s to %s", k, cur.Node, want)})
+		case has && gone(cur.Node):
+			plan.Set = append(plan.Set, state.Assignment{Resource: resName, Slot: slot, Node: want})
+			c.recoveries[k] = recovery{from: cur.Node, since: t.LastAck(cur.Node), to: want}
+			plan.Events = append(plan.Events, state.Event{Type: "resource-recover", Node: want, Resource: resName, Message: fmt.Sprintf("%s: %s is gone (lease expired), starting on %s", k, cur.Node, want)})
+		case has && t.Alive(cur.Node, now):
+			// Graceful move: stop first; start elsewhere once stopped.
+			plan.Unset = append(plan.Unset, k)
+			unset = append(unset, k)
+			plan.Events = append(plan.Events, state.Event{Type: "resource-move", Node: cur.Node, Resource: resName, Message: fmt.Sprintf("move %s away from %s to %s: stopping it first", k, cur.Node, want)})
+		case has:
+			soon(t.ExpiresAt(cur.Node)) // silent holder: wait for its lease to end
+		case !excl:
+			plan.Set = append(plan.Set, state.Assignment{Resource: resName, Slot: slot, Node: want})
+			plan.Events = append(plan.Events, state.Event{Type: "resource-start", Node: want, Resource: resName, Message: fmt.Sprintf("start %s on %s", k, want)})
+		default:
+			if blocker, until := c.exclusiveBlocker(k, want, resName, slot, nodes, now); blocker != "" {
+				if !until.IsZero() {
+					soon(until)
+				}
+				continue
+			}
+			plan.Set = append(plan.Set, state.Assignment{Resource: resName, Slot: slot, Node: want})
+			plan.Events = append(plan.Events, state.Event{Type: "resource-start", Node: want, Resource: resName, Message: fmt.Sprintf("start %s on %s", k, want)})
+		}
+	}
+	if len(plan.Set) == 0 && len(plan.Unset) == 0 {
+		return next
+	}
+	res, ok := propose(plan)
+	if ok {
+		for _, k := range unset {
+			c.lastUnset[k] = res.Index
+		}
+		return now
+	}
+	return now.Add(200 * time.Millisecond)
+}
+
+// exclusiveBlocker names a node that may still run slot k (so it must not
+// start on want yet) and until when to wait for it at most.
+func (c *Coordinator) exclusiveBlocker(k, want, res string, slot int, nodes []state.Node, now time.Time) (string, time.Time) {
+	t := c.cfg.Table
+	need := c.lastUnset[k]
+	if need < c.startIndex {
+		need = c.startIndex
+	}
+	names := map[string]bool{}
+	for _, n := range nodes {
+		names[n.Name] = true
+	}
+	for n := range c.reports {
+		names[n] = true
+	}
+	for n := range names {
+		if n == want || c.released[n] || t.Expired(n, now) {
+			continue
+		}
+		rep, ok := c.reports[n]
+		if !ok || rep.r.Applied < need || hasSlot(rep.r, res, slot) {
+			return n, t.ExpiresAt(n)
+		}
+	}
+	return "", time.Time{}
+}
+
+func (c *Coordinator) noteRecoveries(assign map[string]state.Assignment, propose func(*state.Command) (state.Result, bool)) {
+	for k, rc := range c.recoveries {
+		a, ok := assign[k]
+		if !ok || a.Node != rc.to {
+			delete(c.recoveries, k)
+			continue
+		}
+		rep, ok := c.reports[rc.to]
+		if !ok {
+			continue
+		}
+		for _, ai := range rep.r.Active {
+			if ai.Resource == a.Resource && ai.Slot == a.Slot && ai.State == "running" && ai.Epoch >= a.Epoch {
+				down := rep.at.Sub(rc.since)
+				delete(c.recoveries, k)
+				propose(&state.Command{Type: state.CmdEvent, Events: []state.Event{{Type: "resource-recovered", Node: rc.to, Resource: a.Resource,
+					Message: fmt.Sprintf("%s recovered on %s after %s was lost (≤ %d ms since its last renewal)", k, rc.to, rc.from, down.Milliseconds()), DowntimeMS: down.Milliseconds()}}})
+			}
+		}
+	}
+}
+
+func hasSlot(r api.Renew, res string, slot int) bool {
+	for _, a := range r.Active {
+		if a.Resource == res && a.Slot == slot {
+			return true
+		}
+	}
+	return false
+}
+
+func slotOf(k string) int {
+	var n int
+	for i := len(k) - 1; i >= 0; i-- {
+		if k[i] == ':' {
+			fmt.Sscanf(k[i+1:], "%d", &n)
+			break
+		}
+	}
+	return n
+}
+
+func sameLabels(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// AssignmentsFor builds the answer to a node's assignments request from the FSM.
+func AssignmentsFor(fsm *state.FSM, node string) api.Assignments {
+	var out api.Assignments
+	fsm.Read(func(s *state.State) {
+		out.Index = s.Index
+		defs := map[string]json.RawMessage{}
+		if s.Spec != nil {
+			out.Maintenance = s.Spec.Cluster.Maintenance
+			out.NoQuorum = s.Spec.Cluster.NoQuorumPolicy
+			d := s.Spec.WithDefaults()
+			for _, r := range d.Resources {
+				b, _ := json.Marshal(r)
+				defs[r.Name] = b
+			}
+		}
+		for _, a := range s.AssignmentsFor(node) {
+			out.Items = append(out.Items, api.NodeAssignment{Resource: a.Resource, Slot: a.Slot, Epoch: a.Epoch, Def: defs[a.Resource]})
+		}
+	})
+	return out
+}
