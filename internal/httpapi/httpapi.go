@@ -125,7 +125,9 @@ func New(b Backend, joinToken string, log *slog.Logger) *Server {
 		return okBody, b.Cleanup(r.Context(), r.PathValue("name"), r.URL.Query().Get("node"), author(r))
 	}))
 
-	in := func(h func(w http.ResponseWriter, r *http.Request) (any, error)) http.HandlerFunc { return s.wrap("internal", h) }
+	in := func(h func(w http.ResponseWriter, r *http.Request) (any, error)) http.HandlerFunc {
+		return s.wrap("internal", h)
+	}
 	s.mux.HandleFunc("POST /v1/internal/renew", in(func(w http.ResponseWriter, r *http.Request) (any, error) {
 		var req api.Renew
 		if err := decodeJSON(r, &req); err != nil {

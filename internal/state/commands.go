@@ -13,16 +13,16 @@ import (
 
 // Command types.
 const (
-	CmdInit        = "init"         // cluster name and token hashes, once
-	CmdSetSpec     = "set-spec"     // a new spec version
-	CmdNodeUpsert  = "node-upsert"  // register or update a node's addresses, role, labels
-	CmdNodeOnline  = "node-online"  // liveness change seen by the leader
-	CmdNodeAdmin   = "node-admin"   // standby / maintenance
-	CmdNodeRemove  = "node-remove"  // forget a node
-	CmdPlan        = "plan"         // assignment changes computed by the leader
-	CmdFailure     = "failure"      // a resource instance failed on a node
-	CmdCleanup     = "cleanup"      // forget fail counts (and unblock)
-	CmdEvent       = "event"        // free-form event
+	CmdInit       = "init"        // cluster name and token hashes, once
+	CmdSetSpec    = "set-spec"    // a new spec version
+	CmdNodeUpsert = "node-upsert" // register or update a node's addresses, role, labels
+	CmdNodeOnline = "node-online" // liveness change seen by the leader
+	CmdNodeAdmin  = "node-admin"  // standby / maintenance
+	CmdNodeRemove = "node-remove" // forget a node
+	CmdPlan       = "plan"        // assignment changes computed by the leader
+	CmdFailure    = "failure"     // a resource instance failed on a node
+	CmdCleanup    = "cleanup"     // forget fail counts (and unblock)
+	CmdEvent      = "event"       // free-form event
 )
 
 // Command is one raft log entry. Time and any random values are chosen by
