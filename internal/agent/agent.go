@@ -64,6 +64,8 @@ type Agent struct {
 	readyOnce sync.Once
 	failures  chan api.Failure
 	leaving   atomic.Bool
+
+	assignments coordinator.AssignmentCache
 }
 
 // New validates the config and prepares an agent; Run starts it.

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/paceline/paceline/api"
-	"github.com/paceline/paceline/internal/coordinator"
 	"github.com/paceline/paceline/internal/errs"
 	"github.com/paceline/paceline/internal/httpapi"
 	"github.com/paceline/paceline/internal/scheduler"
@@ -455,7 +454,10 @@ func (a *Agent) Renew(ctx context.Context, r api.Renew) (api.RenewAck, error) {
 	return ack, nil
 }
 
-// Assignments implements httpapi.Backend (leader only, long-poll).
+// Assignments implements httpapi.Backend (leader only): it answers at once
+// when anything this node runs changed after index after (or wait is 0),
+// else when it changes or wait passes. The answer's index is the leader's
+// applied index.
 func (a *Agent) Assignments(ctx context.Context, node string, after uint64, wait time.Duration) (api.Assignments, error) {
 	if a.coordinator() == nil {
 		return api.Assignments{}, a.notLeader()
@@ -463,12 +465,14 @@ func (a *Agent) Assignments(ctx context.Context, node string, after uint64, wait
 	deadline := time.Now().Add(wait)
 	for {
 		ch := a.fsm.Changed()
-		if a.fsm.Index() > after || wait <= 0 || time.Now().After(deadline) {
-			return coordinator.AssignmentsFor(a.fsm, node), nil
+		var changed uint64
+		a.fsm.Read(func(s *state.State) { changed = s.NodeChanged(node) })
+		if changed > after || wait <= 0 || time.Now().After(deadline) {
+			return a.assignments.For(a.fsm, node), nil
 		}
 		select {
 		case <-ctx.Done():
-			return coordinator.AssignmentsFor(a.fsm, node), nil
+			return a.assignments.For(a.fsm, node), nil
 		case <-ch:
 		case <-time.After(time.Until(deadline)):
 		}

@@ -141,7 +141,8 @@ func (a *Agent) renewLoop(ctx context.Context) {
 	}
 }
 
-// watchLoop long-polls the leader for this node's assignments.
+// watchLoop long-polls the leader for this node's assignments. After a
+// lease gap it fetches at once (exclusive instances wait for fresh ones).
 func (a *Agent) watchLoop(ctx context.Context) {
 	for ctx.Err() == nil {
 		addr := a.currentLeaderAPI()
@@ -153,20 +154,35 @@ func (a *Agent) watchLoop(ctx context.Context) {
 			}
 			continue
 		}
+		wait := "10s"
+		if a.exec.Behind() {
+			wait = "0s"
+		}
 		var as api.Assignments
 		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		p := "/v1/internal/assignments?node=" + a.cfg.NodeName + "&after=" + strconv.FormatUint(a.exec.Applied(), 10) + "&wait=10s"
+		stop := make(chan struct{})
+		go func() {
+			select {
+			case <-a.exec.NeedFresh():
+				cancel()
+			case <-stop:
+			}
+		}()
+		p := "/v1/internal/assignments?node=" + a.cfg.NodeName + "&after=" + strconv.FormatUint(a.exec.Applied(), 10) + "&wait=" + wait
 		err := a.peerClient(addr).Do(cctx, "GET", p, nil, &as)
+		close(stop)
 		cancel()
 		if err != nil {
 			var ae *api.Error
 			if errors.As(err, &ae) && ae.Leader != "" {
 				a.setLeaderAPI(ae.Leader)
 			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(20 * time.Millisecond):
+			if ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
 			}
 			continue
 		}

@@ -406,7 +406,7 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 			plan.Events = append(plan.Events, state.Event{Type: "resource-move", Node: want, Resource: resName, Message: fmt.Sprintf("move %s from %s to %s", k, cur.Node, want)})
 		case has && gone(cur.Node):
 			plan.Set = append(plan.Set, state.Assignment{Resource: resName, Slot: slot, Node: want})
-			c.recoveries[k] = recovery{from: cur.Node, since: t.LastAck(cur.Node), to: want}
+			c.recoveries[k] = recovery{from: cur.Node, since: t.ExpiresAt(cur.Node).Add(-c.cfg.Lease.L - c.cfg.Lease.Margin), to: want}
 			plan.Events = append(plan.Events, state.Event{Type: "resource-recover", Node: want, Resource: resName, Message: fmt.Sprintf("%s: %s is gone (lease expired), starting on %s", k, cur.Node, want)})
 		case has && t.Alive(cur.Node, now):
 			// Graceful move: stop first; start elsewhere once stopped.
@@ -523,20 +523,35 @@ func sameLabels(a, b map[string]string) bool {
 	return true
 }
 
-// AssignmentsFor builds the answer to a node's assignments request from the FSM.
-func AssignmentsFor(fsm *state.FSM, node string) api.Assignments {
+// AssignmentCache answers assignment requests, encoding resource
+// definitions once per spec version instead of once per request.
+type AssignmentCache struct {
+	mu      sync.Mutex
+	version int
+	defs    map[string]json.RawMessage
+}
+
+// For returns node's assignments from the FSM.
+func (c *AssignmentCache) For(fsm *state.FSM, node string) api.Assignments {
 	var out api.Assignments
 	fsm.Read(func(s *state.State) {
 		out.Index = s.Index
-		defs := map[string]json.RawMessage{}
+		c.mu.Lock()
+		if c.defs == nil || c.version != s.SpecVersion {
+			c.defs = map[string]json.RawMessage{}
+			c.version = s.SpecVersion
+			if s.Spec != nil {
+				for _, r := range s.Spec.WithDefaults().Resources {
+					b, _ := json.Marshal(r)
+					c.defs[r.Name] = b
+				}
+			}
+		}
+		defs := c.defs
+		c.mu.Unlock()
 		if s.Spec != nil {
 			out.Maintenance = s.Spec.Cluster.Maintenance
 			out.NoQuorum = s.Spec.Cluster.NoQuorumPolicy
-			d := s.Spec.WithDefaults()
-			for _, r := range d.Resources {
-				b, _ := json.Marshal(r)
-				defs[r.Name] = b
-			}
 		}
 		for _, a := range s.AssignmentsFor(node) {
 			out.Items = append(out.Items, api.NodeAssignment{Resource: a.Resource, Slot: a.Slot, Epoch: a.Epoch, Def: defs[a.Resource]})

@@ -91,6 +91,7 @@ type Executor struct {
 	maint    bool
 	closed   bool
 	changed  chan struct{}
+	fresh    chan struct{}
 }
 
 // New returns an executor with nothing running.
@@ -101,7 +102,7 @@ func New(cfg Config) *Executor {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Executor{cfg: cfg, log: cfg.Logger, insts: map[string]*inst{}, maxEpoch: map[string]uint64{}, changed: make(chan struct{}, 1)}
+	return &Executor{cfg: cfg, log: cfg.Logger, insts: map[string]*inst{}, maxEpoch: map[string]uint64{}, changed: make(chan struct{}, 1), fresh: make(chan struct{}, 1)}
 }
 
 // Changed signals (coalesced) that the active set changed; the renewer
@@ -122,8 +123,26 @@ func (e *Executor) LeaseRegained(idx uint64) {
 	if idx > e.gapIndex {
 		e.gapIndex = idx
 	}
+	behind := e.applied < e.gapIndex
 	e.mu.Unlock()
+	if behind {
+		select {
+		case e.fresh <- struct{}{}:
+		default:
+		}
+	}
 	e.Reconcile()
+}
+
+// NeedFresh signals that assignments newer than those applied are needed
+// before exclusive instances may start (after a lease gap).
+func (e *Executor) NeedFresh() <-chan struct{} { return e.fresh }
+
+// Behind reports whether applied assignments are older than the last lease gap's index.
+func (e *Executor) Behind() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.applied < e.gapIndex
 }
 
 // Update installs a new assignment set read at index idx.

@@ -138,6 +138,7 @@ func (s *State) Apply(idx uint64, data []byte) Result {
 				delete(s.Blocked, r)
 			}
 		}
+		s.NodeVersion[""] = idx
 		msg := fmt.Sprintf("spec version %d applied", s.SpecVersion)
 		if c.Comment != "" {
 			msg += ": " + c.Comment
@@ -200,6 +201,7 @@ func (s *State) Apply(idx uint64, data []byte) Result {
 				delete(s.Assignments, k)
 			}
 		}
+		delete(s.NodeVersion, c.NodeName)
 		for _, m := range s.Fails {
 			delete(m, c.NodeName)
 		}
@@ -219,11 +221,18 @@ func (s *State) Apply(idx uint64, data []byte) Result {
 			break
 		}
 		for _, k := range c.Unset {
+			if old := s.Assignments[k]; old != nil {
+				s.NodeVersion[old.Node] = idx
+			}
 			delete(s.Assignments, k)
 		}
 		for _, a := range c.Set {
+			if old := s.Assignments[a.Key()]; old != nil {
+				s.NodeVersion[old.Node] = idx
+			}
 			a.Epoch = idx
 			s.Assignments[a.Key()] = &a
+			s.NodeVersion[a.Node] = idx
 		}
 	case CmdFailure:
 		if c.Resource == "" || c.NodeName == "" {

@@ -109,6 +109,10 @@ type State struct {
 	// TokenHashes maps a SHA-256 hex of a bearer token to its role
 	// ("operator" or "readonly").
 	TokenHashes map[string]string `json:"tokenHashes,omitempty"`
+	// NodeVersion is, per node, the last index at which anything that node
+	// runs changed (its assignments, the spec, cluster maintenance): nodes
+	// long-poll on it instead of on every entry.
+	NodeVersion map[string]uint64 `json:"nodeVersion,omitempty"`
 	Events      []Event           `json:"events,omitempty"`
 	EventSeq    uint64            `json:"eventSeq"`
 }
@@ -121,6 +125,7 @@ func New() *State {
 		Fails:       map[string]map[string]*Fail{},
 		Blocked:     map[string]string{},
 		TokenHashes: map[string]string{},
+		NodeVersion: map[string]uint64{},
 	}
 }
 
@@ -153,6 +158,9 @@ func (s *State) fixNil() {
 	}
 	if s.TokenHashes == nil {
 		s.TokenHashes = map[string]string{}
+	}
+	if s.NodeVersion == nil {
+		s.NodeVersion = map[string]uint64{}
 	}
 }
 
@@ -214,4 +222,13 @@ func (s *State) addEvent(idx uint64, t time.Time, typ, node, res, msg string, do
 	if len(s.Events) > MaxEvents {
 		s.Events = append([]Event(nil), s.Events[len(s.Events)-MaxEvents:]...)
 	}
+}
+
+// NodeChanged returns the last index at which anything node runs changed.
+func (s *State) NodeChanged(node string) uint64 {
+	v := s.NodeVersion[node]
+	if s.NodeVersion[""] > v {
+		v = s.NodeVersion[""] // all nodes (spec changes)
+	}
+	return v
 }

@@ -180,6 +180,25 @@ func (p *Proc) healthLoop(ctx context.Context, c *checker) {
 				}
 			}
 		}
-		timer.Reset(c.h.Interval)
+		// Until the first check passes, probe quickly so a service that
+		// starts in 50 ms counts as started after about 50 ms, not after
+		// one full interval.
+		next := c.h.Interval
+		if !everHealthy(p) && next > startupProbe {
+			next = startupProbe
+		}
+		timer.Reset(next)
+	}
+}
+
+// startupProbe is the check period until the first check passes.
+const startupProbe = 50 * time.Millisecond
+
+func everHealthy(p *Proc) bool {
+	select {
+	case <-p.healthy:
+		return true
+	default:
+		return false
 	}
 }

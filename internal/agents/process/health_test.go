@@ -279,6 +279,25 @@ func TestWaitHealthy(t *testing.T) {
 	})
 }
 
+// Until the first check passes, checks run every startupProbe, not every
+// Interval: a service that comes up shortly after start is seen as healthy
+// long before one (here: hour-long) interval has passed.
+func TestStartupProbesFast(t *testing.T) {
+	checkLeaks(t)
+	srv := newHTTPServer(t, func(n int64) int {
+		if n < 3 {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	})
+	p := start(t, sleeper(&Health{HTTP: srv.URL, Interval: time.Hour, Timeout: patience}))
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	if err := p.WaitHealthy(ctx); err != nil {
+		t.Fatalf("WaitHealthy = %v after %d checks; startup probing must not wait a whole interval", err, srv.count.Load())
+	}
+}
+
 // Stop ends a health check in progress (here a slow HTTP endpoint) without
 // waiting for its timeout; goleak checks nothing is left behind.
 func TestStopEndsHealthLoop(t *testing.T) {
