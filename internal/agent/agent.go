@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -239,6 +240,9 @@ func (a *Agent) join(ctx context.Context) error {
 				return fmt.Errorf("cannot join through %s: %s", addr, ae.Message)
 			}
 			if err != nil {
+				if isTLSMismatch(err) {
+					return fmt.Errorf("cannot join through %s: TLS handshake failed: %v\nThe agents must trust the same CA (tls.ca) and present certificates it signed (`paceline tls issue`); an agent with TLS cannot talk to one without it", addr, err)
+				}
 				lastErr = err
 				continue
 			}
@@ -464,4 +468,21 @@ func randToken() string {
 		panic(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// isTLSMismatch reports a certificate or protocol mismatch that retrying
+// cannot fix.
+func isTLSMismatch(err error) bool {
+	var cv *tls.CertificateVerificationError
+	var rh tls.RecordHeaderError
+	if errors.As(err, &cv) || errors.As(err, &rh) {
+		return true
+	}
+	msg := err.Error()
+	for _, s := range []string{"x509:", "certificate rejected", "bad certificate", "unknown certificate authority", "server gave HTTP response to HTTPS client", "first record does not look like a TLS handshake"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
