@@ -167,6 +167,9 @@ func (c *Config) Validate() error {
 	if c.JoinToken != "" && c.JoinTokenFile != "" {
 		bad("joinTokenFile", "set joinToken or joinTokenFile, not both")
 	}
+	if c.JoinToken == "" && c.JoinTokenFile == "" {
+		bad("joinTokenFile", "required: the shared secret agents present to each other (it also encrypts gossip); create one with `head -c 32 /dev/urandom | base64 > /etc/paceline/join.token` and give every node the same file")
+	}
 	if t := c.TLS; t.Enabled() && (t.CA == "" || t.Cert == "" || t.Key == "") {
 		bad("tls", "set ca, cert and key together (create them with `paceline tls init` and `paceline tls issue`)")
 	}
