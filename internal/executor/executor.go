@@ -311,6 +311,13 @@ func (e *Executor) StopAll(ctx context.Context) {
 	}
 }
 
+// epochOf reads an instance's epoch (Reconcile updates it under e.mu).
+func (e *Executor) epochOf(i *inst) uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return i.epoch
+}
+
 func (e *Executor) mayStart(i *inst) bool {
 	if !i.res.Exclusive() {
 		return true
@@ -402,7 +409,7 @@ func (e *Executor) run(i *inst) {
 		if reason == "" {
 			i.setState(StateRunning)
 			e.signal()
-			log.Info("instance running", "pid", p.PID(), "epoch", i.epoch)
+			log.Info("instance running", "pid", p.PID(), "epoch", e.epochOf(i))
 			select {
 			case <-p.Done():
 				reason = "process exited: " + p.ExitStatus()
@@ -462,7 +469,7 @@ func (e *Executor) failed(i *inst, reason string) bool {
 	onFail := i.res.OnFail
 	restart := onFail == "" || onFail == spec.OnFailRestart || onFail == spec.OnFailIgnore
 	if e.cfg.Report != nil {
-		e.cfg.Report(api.Failure{Node: e.cfg.Node, Resource: i.res.Name, Slot: i.slot, Epoch: i.epoch, Reason: reason, Restarted: restart})
+		e.cfg.Report(api.Failure{Node: e.cfg.Node, Resource: i.res.Name, Slot: i.slot, Epoch: e.epochOf(i), Reason: reason, Restarted: restart})
 	}
 	if restart {
 		return true
@@ -505,7 +512,7 @@ func (e *Executor) start(i *inst) (p *process.Proc, err error) {
 	}
 	env["PACELINE_RESOURCE"] = i.res.Name
 	env["PACELINE_SLOT"] = strconv.Itoa(i.slot)
-	env["PACELINE_EPOCH"] = strconv.FormatUint(i.epoch, 10)
+	env["PACELINE_EPOCH"] = strconv.FormatUint(e.epochOf(i), 10)
 	env["PACELINE_NODE"] = e.cfg.Node
 	env["PACELINE_CLUSTER"] = e.cfg.Cluster
 	var out io.Writer = io.Discard
