@@ -63,6 +63,14 @@ type inst struct {
 	done chan struct{}
 	once sync.Once
 	wake chan struct{}
+	logf io.Closer // output file of the current attempt
+}
+
+func (i *inst) closeLog() {
+	if i.logf != nil {
+		i.logf.Close()
+		i.logf = nil
+	}
 }
 
 func (i *inst) setState(s string) {
@@ -334,6 +342,7 @@ func (e *Executor) mayStart(i *inst) bool {
 // failure (per onFail), stop when asked, die at once when killed.
 func (e *Executor) run(i *inst) {
 	defer func() {
+		i.closeLog()
 		e.mu.Lock()
 		if e.insts[i.key] == i {
 			delete(e.insts, i.key)
@@ -371,6 +380,7 @@ func (e *Executor) run(i *inst) {
 		}
 		i.setState(StateStarting)
 		e.signal()
+		i.closeLog()
 		p, err := e.start(i)
 		if err != nil {
 			log.Error("start failed", "err", err)
@@ -502,7 +512,7 @@ func (e *Executor) stopProc(i *inst, p *process.Proc) {
 	}
 }
 
-func (e *Executor) start(i *inst) (p *process.Proc, err error) {
+func (e *Executor) start(i *inst) (*process.Proc, error) {
 	if i.res.Class != "process" {
 		return nil, fmt.Errorf("class %q is not supported by this agent", i.res.Class)
 	}
@@ -521,14 +531,8 @@ func (e *Executor) start(i *inst) (p *process.Proc, err error) {
 			f, err := os.OpenFile(filepath.Join(e.cfg.LogDir, fmt.Sprintf("%s-%d.log", i.res.Name, i.slot)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 			if err == nil {
 				out = f
-				// Closed once the process is gone (its output pipes drained).
-				defer func() {
-					if p != nil {
-						go func() { <-p.Done(); time.Sleep(100 * time.Millisecond); f.Close() }()
-					} else {
-						f.Close()
-					}
-				}()
+				i.closeLog()
+				i.logf = f // closed when this attempt is over (closeLog)
 			}
 		}
 	}
