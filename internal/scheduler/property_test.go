@@ -415,4 +415,3 @@ func BenchmarkPlace(b *testing.B) {
 		Place(in)
 	}
 }
-
