@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"regexp"
@@ -90,21 +91,115 @@ func Load(path string) (Config, error) {
 	return c, nil
 }
 
-// Decode decodes YAML strictly into c.
+// Decode decodes YAML strictly into c. A file holding only comments
+// changes nothing; a second YAML document is an error; type errors name the
+// field path as well as the line.
 func Decode(data []byte, c *Config) error {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil
+	}
+	var root yaml.Node
+	docs := yaml.NewDecoder(bytes.NewReader(data))
+	if err := docs.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil // only comments
+		}
+		return err
+	}
+	var extra yaml.Node
+	if err := docs.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("line %d: a config file holds one YAML document; remove the '---' and what follows it", extra.Line)
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
-			return fmt.Errorf("%s (fields are: nodeName, clusterName, role, bindAddr, advertiseAddr, ports{api,raft,gossip,coarse}, dataDir, join, bootstrapExpect, labels, joinToken, joinTokenFile, tls{ca,cert,key}, lease{duration,margin}, logLevel)", strings.Join(te.Errors, "; "))
+			msgs := make([]string, len(te.Errors))
+			for i, m := range te.Errors {
+				msgs[i] = nameField(&root, m)
+			}
+			return fmt.Errorf("%s (fields are: nodeName, clusterName, role, bindAddr, advertiseAddr, ports{api,raft,gossip,coarse}, dataDir, join, bootstrapExpect, labels, joinToken, joinTokenFile, tls{ca,cert,key}, lease{duration,margin}, logLevel)", strings.Join(msgs, "; "))
 		}
 		return err
 	}
 	return nil
+}
+
+// nameField turns yaml's "line N: cannot unmarshal !!str `x` into int"
+// into "line N: ports.api: cannot unmarshal ..." by finding the value of
+// that kind written on line N.
+func nameField(root *yaml.Node, msg string) string {
+	var line int
+	m := unmarshalRE.FindStringSubmatch(msg)
+	if _, err := fmt.Sscanf(msg, "line %d:", &line); err != nil || m == nil {
+		return msg
+	}
+	p := fieldAt(root, "", line, m[1])
+	if p == "" {
+		return msg
+	}
+	prefix := fmt.Sprintf("line %d: ", line)
+	return prefix + p + ": " + strings.TrimPrefix(msg, prefix)
+}
+
+var unmarshalRE = regexp.MustCompile(`cannot unmarshal (!!\w+)`)
+
+// fieldAt returns the path of the innermost value of kind tag that starts on line.
+func fieldAt(n *yaml.Node, path string, line int, tag string) string {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			if p := fieldAt(c, path, line, tag); p != "" {
+				return p
+			}
+		}
+	case yaml.MappingNode:
+		if path != "" && onLine(n.Content, 2, line) > 1 {
+			return path // flow style: several fields on the line, name their parent
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := k.Value
+			if path != "" {
+				p = path + "." + k.Value
+			}
+			if inner := fieldAt(v, p, line, tag); inner != "" {
+				return inner
+			}
+			if v.Line == line && v.ShortTag() == tag {
+				return p
+			}
+		}
+	case yaml.SequenceNode:
+		if onLine(n.Content, 1, line) > 1 {
+			return path
+		}
+		for i, c := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			if inner := fieldAt(c, p, line, tag); inner != "" {
+				return inner
+			}
+			if c.Line == line && c.ShortTag() == tag {
+				return p
+			}
+		}
+	}
+	return ""
+}
+
+// onLine counts the items (every step-th node) that start on line.
+func onLine(nodes []*yaml.Node, step, line int) int {
+	n := 0
+	for i := 0; i < len(nodes); i += step {
+		if nodes[i].Line == line {
+			n++
+		}
+	}
+	return n
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
