@@ -421,8 +421,12 @@ func TestForwardNoLoop(t *testing.T) {
 	sb := httptest.NewServer(newServer(b))
 	defer sb.Close()
 	// Each believes the other is the leader (a stale view during an election).
-	a.fail = func(string) error { return &errs.NotLeader{Leader: "b", LeaderAPI: strings.TrimPrefix(sb.URL, "http://")} }
-	b.fail = func(string) error { return &errs.NotLeader{Leader: "a", LeaderAPI: strings.TrimPrefix(sa.URL, "http://")} }
+	a.fail = func(string) error {
+		return &errs.NotLeader{Leader: "b", LeaderAPI: strings.TrimPrefix(sb.URL, "http://")}
+	}
+	b.fail = func(string) error {
+		return &errs.NotLeader{Leader: "a", LeaderAPI: strings.TrimPrefix(sa.URL, "http://")}
+	}
 	code, body := send(t, "POST", sa.URL+"/v1/nodes/n1/standby", opToken, "")
 	if code != http.StatusMisdirectedRequest {
 		t.Fatalf("status %d: %s", code, body)
