@@ -51,6 +51,12 @@ func (f *fakeBackend) record(method string, body []byte, author string, args ...
 	return nil
 }
 
+func (f *fakeBackend) setFail(fn func(method string) error) {
+	f.mu.Lock()
+	f.fail = fn
+	f.mu.Unlock()
+}
+
 func (f *fakeBackend) Calls() []call {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -244,7 +250,7 @@ func TestErrorBodies(t *testing.T) {
 		{&errs.NotLeader{}, 421, nil, ""},
 		{errors.New("boom"), 500, nil, ""},
 	} {
-		b.fail = func(string) error { return tc.err }
+		b.setFail(func(string) error { return tc.err })
 		rec, e := do(t, s, "POST", "/v1/spec", opToken, "spec")
 		if rec.Code != tc.code || e.Leader != tc.leader {
 			t.Errorf("%v: status %d leader %q", tc.err, rec.Code, e.Leader)
@@ -408,7 +414,7 @@ func TestForwardWriteToLeaderKeepsBody(t *testing.T) {
 		t.Fatalf("leader calls %+v", lc)
 	}
 	// The leader still checks the token: a read-only token is refused there too.
-	c.followerB.fail = func(string) error { return &errs.NotLeader{LeaderAPI: strings.TrimPrefix(c.leader.URL, "http://")} }
+	c.followerB.setFail(func(string) error { return &errs.NotLeader{LeaderAPI: strings.TrimPrefix(c.leader.URL, "http://")} })
 	if code, _ := send(t, "POST", c.follower.URL+"/v1/spec", roToken, y); code != 403 {
 		t.Fatalf("read-only write via follower: %d", code)
 	}
