@@ -8,12 +8,14 @@
 package consensus
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"os"
@@ -26,7 +28,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 // Timings are the raft timings.
@@ -71,6 +73,19 @@ type Config struct {
 	// OnMembers is called (from a memberlist goroutine, must not block) when
 	// membership changes.
 	OnMembers func()
+	// Network, when set, carries raft and gossip traffic (tests inject
+	// network faults through it); nil uses the host's network directly.
+	Network Network
+}
+
+// Network is a replaceable network for raft and gossip (see
+// internal/faultnet): raft dials through DialContext and accepts through
+// WrapListener; gossip runs on a memberlist.NetTransport wrapped by
+// WrapTransport.
+type Network interface {
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+	WrapListener(ln net.Listener) net.Listener
+	WrapTransport(t memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
 }
 
 // Member is a node seen through gossip.
@@ -93,6 +108,9 @@ type Node struct {
 
 	mu        sync.Mutex
 	bootstrap bool
+	// gossipUp is closed once startGossip returned: memberlist reports
+	// events from inside Create, before fast and coarse are assigned.
+	gossipUp chan struct{}
 }
 
 // ErrDataDir is returned when the data dir cannot be used.
@@ -126,7 +144,7 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.Timings == (Timings{}) {
 		cfg.Timings = DefaultTimings
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger}
+	n := &Node{cfg: cfg, log: cfg.Logger, gossipUp: make(chan struct{})}
 	if err := CheckDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
@@ -136,7 +154,9 @@ func Start(cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
-	if err := n.startGossip(); err != nil {
+	err := n.startGossip()
+	close(n.gossipUp)
+	if err != nil {
 		n.Shutdown()
 		return nil, err
 	}
@@ -175,7 +195,12 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("raft listen on %s: %w (is another agent running, or set ports.raft)", bind, err)
 	}
-	stream = &streamLayer{ln: ln, adv: adv, server: c.ServerTLS, client: c.ClientTLS}
+	sl := &streamLayer{ln: ln, adv: adv, server: c.ServerTLS, client: c.ClientTLS}
+	if c.Network != nil {
+		sl.ln = c.Network.WrapListener(ln)
+		sl.dial = c.Network.DialContext
+	}
+	stream = sl
 	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 3, Timeout: 2 * time.Second, Logger: rc.Logger})
 	r, err := raft.NewRaft(rc, c.FSM, store, store, snaps, n.trans)
 	if err != nil {
@@ -239,8 +264,18 @@ func (n *Node) startGossip() error {
 		mc.Delegate = &delegate{n: n}
 		mc.Events = &events{n: n}
 		mc.Alive = &alive{cluster: c.ClusterName}
+		if c.Network != nil {
+			nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{c.BindAddr}, BindPort: port, Logger: log.New(mc.LogOutput, "", log.LstdFlags)})
+			if err != nil {
+				return nil, fmt.Errorf("gossip listen on %s:%d: %w (is another agent running, or set ports.gossip)", c.BindAddr, port, err)
+			}
+			mc.Transport = c.Network.WrapTransport(nt)
+		}
 		ml, err := memberlist.Create(mc)
 		if err != nil {
+			if mc.Transport != nil {
+				_ = mc.Transport.Shutdown()
+			}
 			return nil, fmt.Errorf("gossip listen on %s:%d: %w (is another agent running, or set ports.gossip)", c.BindAddr, port, err)
 		}
 		return ml, nil
@@ -300,6 +335,7 @@ func (n *Node) Members() []Member {
 
 // membersChanged runs on memberlist events.
 func (n *Node) membersChanged() {
+	<-n.gossipUp
 	n.mu.Lock()
 	boot := n.bootstrap
 	n.mu.Unlock()
@@ -438,6 +474,7 @@ type streamLayer struct {
 	ln             net.Listener
 	adv            net.Addr
 	server, client *tls.Config
+	dial           func(ctx context.Context, network, addr string) (net.Conn, error) // nil: net.Dialer
 }
 
 func (s *streamLayer) Accept() (net.Conn, error) {
@@ -456,9 +493,32 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 func (s *streamLayer) Close() error   { return s.ln.Close() }
 func (s *streamLayer) Addr() net.Addr { return s.adv }
 func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	if s.dial != nil {
+		return s.dialVia(string(addr), timeout)
+	}
 	d := &net.Dialer{Timeout: timeout}
 	if s.client != nil {
 		return tls.DialWithDialer(d, "tcp", string(addr), s.client)
 	}
 	return d.Dial("tcp", string(addr))
+}
+
+// dialVia dials through an injected network (tests), with TLS when configured.
+func (s *streamLayer) dialVia(addr string, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c, err := s.dial(ctx, "tcp", addr)
+	if err != nil || s.client == nil {
+		return c, err
+	}
+	cfg := s.client.Clone()
+	if cfg.ServerName == "" {
+		cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	tc := tls.Client(c, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return tc, nil
 }
