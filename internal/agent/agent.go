@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	"github.com/paceline/paceline/api"
 	"github.com/paceline/paceline/internal/config"
@@ -67,6 +68,49 @@ type Agent struct {
 	leaving   atomic.Bool
 
 	assignments coordinator.AssignmentCache
+
+	net       Network         // nil: the host's network
+	fwd       *http.Transport // the API's forwarding transport when net is set
+	started   atomic.Bool
+	crash     chan struct{}
+	crashOnce sync.Once
+	done      chan struct{} // closed when Run returns
+}
+
+// Network is a replaceable network under the agent (tests inject network
+// faults through internal/faultnet): every connection the agent makes goes
+// through DialContext, every listener through WrapListener, and gossip
+// through a memberlist transport wrapped by WrapTransport.
+type Network interface {
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+	WrapListener(ln net.Listener) net.Listener
+	WrapTransport(t memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
+}
+
+// SetNetwork makes the agent use n for all its traffic: the API listener,
+// agent-to-agent HTTP, raft and gossip. Call it before Run.
+func (a *Agent) SetNetwork(n Network) {
+	a.net = n
+	if tr, ok := a.peer.HTTP.Transport.(*http.Transport); ok {
+		tr.DialContext = n.DialContext
+	}
+}
+
+// ErrCrashed is what Run returns after Crash.
+var ErrCrashed = errors.New("agent crashed (Crash was called)")
+
+// Crash stops a running agent abruptly, as a power loss would (tests): its
+// loops stop, every resource process is killed at once, its listeners are
+// closed, and raft and gossip stop without telling anybody — no final
+// renewal, no leave, no leadership transfer. Run then returns ErrCrashed;
+// the data dir is left as it is. Crash returns once Run has returned (at
+// once if Run was never called).
+func (a *Agent) Crash() {
+	if !a.started.Load() {
+		return
+	}
+	a.crashOnce.Do(func() { close(a.crash) })
+	<-a.done
 }
 
 // New validates the config and prepares an agent; Run starts it.
@@ -82,7 +126,7 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 		log = slog.Default()
 	}
 	a := &Agent{cfg: cfg, log: log.With("node", cfg.NodeName), joinToken: tok, adv: cfg.Advertise(),
-		ready: make(chan struct{}), failures: make(chan api.Failure, 256)}
+		ready: make(chan struct{}), failures: make(chan api.Failure, 256), crash: make(chan struct{}), done: make(chan struct{})}
 	a.apiAddr = net.JoinHostPort(a.adv, strconv.Itoa(cfg.Ports.API))
 	a.lp = lease.Params{L: cfg.Lease.Duration, Margin: cfg.Lease.Margin, LeaderLeaseTimeout: consensus.DefaultTimings.LeaderLeaseTimeout}
 	if err := a.lp.Validate(); err != nil {
@@ -123,6 +167,10 @@ func (a *Agent) IsLeader() bool { return a.cons != nil && a.cons.IsLeader() }
 // told this node is leaving (so it fails over at once), leadership moves
 // away, and raft and gossip stop.
 func (a *Agent) Run(ctx context.Context) error {
+	if a.started.Swap(true) {
+		return errors.New("agent: Run called twice")
+	}
+	defer close(a.done)
 	cfg := a.cfg
 	if err := consensus.CheckDataDir(cfg.DataDir); err != nil {
 		return err
@@ -137,6 +185,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("api listen on %s:%d: %w (another agent running? set ports.api)", cfg.BindAddr, cfg.Ports.API, err)
 	}
+	if a.net != nil {
+		ln = a.net.WrapListener(ln)
+	}
 	if a.serverTLS != nil {
 		ln = tls.NewListener(ln, a.serverTLS)
 	}
@@ -146,22 +197,27 @@ func (a *Agent) Run(ctx context.Context) error {
 		srv.Scheme = "https"
 		srv.Transport = &http.Transport{TLSClientConfig: a.clientTLS}
 	}
+	if a.net != nil {
+		a.fwd = &http.Transport{TLSClientConfig: a.clientTLS, DialContext: a.net.DialContext}
+		srv.Transport = a.fwd
+	}
 	a.httpSrv = &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+
+	cons, err := consensus.Start(consensus.Config{NodeName: cfg.NodeName, ClusterName: cfg.ClusterName, Role: cfg.Role, DataDir: cfg.DataDir,
+		BindAddr: cfg.BindAddr, AdvertiseAddr: a.adv, RaftPort: cfg.Ports.Raft, GossipPort: cfg.Ports.Gossip, CoarsePort: cfg.Ports.Coarse,
+		APIAddr: a.apiAddr, BootstrapExpect: cfg.BootstrapExpect, JoinToken: a.joinToken, ServerTLS: a.raftTLS, ClientTLS: a.clientTLS,
+		FSM: a.fsm, Logger: a.log.With("sub", "consensus"), Network: a.net})
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	a.cons = cons
+	// Serve only now: handlers use a.cons (connections wait in the backlog).
 	go func() {
 		if err := a.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.Error("api server stopped", "err", err)
 		}
 	}()
-
-	cons, err := consensus.Start(consensus.Config{NodeName: cfg.NodeName, ClusterName: cfg.ClusterName, Role: cfg.Role, DataDir: cfg.DataDir,
-		BindAddr: cfg.BindAddr, AdvertiseAddr: a.adv, RaftPort: cfg.Ports.Raft, GossipPort: cfg.Ports.Gossip, CoarsePort: cfg.Ports.Coarse,
-		APIAddr: a.apiAddr, BootstrapExpect: cfg.BootstrapExpect, JoinToken: a.joinToken, ServerTLS: a.raftTLS, ClientTLS: a.clientTLS,
-		FSM: a.fsm, Logger: a.log.With("sub", "consensus")})
-	if err != nil {
-		_ = a.httpSrv.Close()
-		return err
-	}
-	a.cons = cons
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -187,9 +243,34 @@ func (a *Agent) Run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 	case runErr = <-joinErr:
+	case <-a.crash:
+		a.crashStop(cancel, &wg)
+		return ErrCrashed
 	}
 	a.shutdown(cancel, &wg)
 	return runErr
+}
+
+// crashStop is Crash's abrupt stop: nothing is said to anybody.
+func (a *Agent) crashStop(cancel context.CancelFunc, wg *sync.WaitGroup) {
+	a.log.Warn("crashing: stopping abruptly (no leave, no transfer)")
+	cancel() // loops stop: no further renewal reports anything
+	_ = a.httpSrv.Close()
+	a.exec.SelfFence()
+	killNow, kc := context.WithCancel(context.Background())
+	kc()
+	a.exec.StopAll(killNow) // the remaining instances are killed at once too
+	wg.Wait()
+	a.cons.Shutdown()
+	a.closeIdle()
+}
+
+// closeIdle drops kept-alive client connections (their goroutines end).
+func (a *Agent) closeIdle() {
+	a.peer.HTTP.CloseIdleConnections()
+	if a.fwd != nil {
+		a.fwd.CloseIdleConnections()
+	}
 }
 
 func (a *Agent) shutdown(cancel context.CancelFunc, wg *sync.WaitGroup) {
@@ -205,6 +286,10 @@ func (a *Agent) shutdown(cancel context.CancelFunc, wg *sync.WaitGroup) {
 			a.log.Warn("leadership transfer failed", "err", err)
 		} else {
 			a.log.Info("leadership transferred")
+			// The "leaving" above went to our own coordinator, gone with
+			// the leadership: tell the new leader too, or it waits for
+			// this node's lease to run out before failing over.
+			a.sendLeaving()
 		}
 	}
 	cancel()
@@ -214,6 +299,7 @@ func (a *Agent) shutdown(cancel context.CancelFunc, wg *sync.WaitGroup) {
 	ctx, c2 := context.WithTimeout(context.Background(), 2*time.Second)
 	defer c2()
 	_ = a.httpSrv.Shutdown(ctx)
+	a.closeIdle()
 	a.log.Info("stopped")
 }
 

@@ -246,16 +246,23 @@ func (a *Agent) failureLoop(ctx context.Context) {
 	}
 }
 
-// sendLeaving tells the leader this node runs nothing anymore.
+// sendLeaving tells the leader this node runs nothing anymore, retrying
+// for up to 2 s (a new leader acknowledges only once its coordinator runs).
 func (a *Agent) sendLeaving() {
 	a.leaving.Store(true)
 	req := a.renewRequest()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	for _, addr := range a.candidates() {
-		var ack api.RenewAck
-		if err := a.peerClient(addr).Do(ctx, "POST", "/v1/internal/renew", req, &ack); err == nil && ack.OK {
-			return
+	for ctx.Err() == nil {
+		for _, addr := range a.candidates() {
+			var ack api.RenewAck
+			if err := a.peerClient(addr).Do(ctx, "POST", "/v1/internal/renew", req, &ack); err == nil && ack.OK {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }

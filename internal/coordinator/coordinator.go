@@ -407,7 +407,11 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 		case has && gone(cur.Node):
 			plan.Set = append(plan.Set, state.Assignment{Resource: resName, Slot: slot, Node: want})
 			c.recoveries[k] = recovery{from: cur.Node, since: t.ExpiresAt(cur.Node).Add(-c.cfg.Lease.L - c.cfg.Lease.Margin), to: want}
-			plan.Events = append(plan.Events, state.Event{Type: "resource-recover", Node: want, Resource: resName, Message: fmt.Sprintf("%s: %s is gone (lease expired), starting on %s", k, cur.Node, want)})
+			why := "lease expired"
+			if c.released[cur.Node] {
+				why = "shut down cleanly"
+			}
+			plan.Events = append(plan.Events, state.Event{Type: "resource-recover", Node: want, Resource: resName, Message: fmt.Sprintf("%s: %s is gone (%s), starting on %s", k, cur.Node, why, want)})
 		case has && t.Alive(cur.Node, now):
 			// Graceful move: stop first; start elsewhere once stopped.
 			plan.Unset = append(plan.Unset, k)
