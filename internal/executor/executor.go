@@ -58,12 +58,13 @@ type inst struct {
 	mu    sync.Mutex
 	state string
 
-	stop chan struct{} // graceful stop
-	kill chan struct{} // immediate kill (self-fence)
-	done chan struct{}
-	once sync.Once
-	wake chan struct{}
-	logf io.Closer // output file of the current attempt
+	stop     chan struct{} // graceful stop
+	kill     chan struct{} // immediate kill (self-fence)
+	done     chan struct{}
+	once     sync.Once
+	killOnce sync.Once
+	wake     chan struct{}
+	logf     io.Closer // output file of the current attempt
 }
 
 func (i *inst) closeLog() {
@@ -258,6 +259,12 @@ func (i *inst) requestStop() {
 	i.once.Do(func() { close(i.stop) })
 }
 
+// forceKill asks for an immediate kill. SelfFence (the fence loop) and
+// StopAll (shutdown, crash) may ask at the same time.
+func (i *inst) forceKill() {
+	i.killOnce.Do(func() { close(i.kill) })
+}
+
 // SelfFence kills every exclusive instance at once (the lease ran out).
 // It returns the slots it killed.
 func (e *Executor) SelfFence() []string {
@@ -271,11 +278,7 @@ func (e *Executor) SelfFence() []string {
 	e.mu.Unlock()
 	var out []string
 	for _, i := range victims {
-		select {
-		case <-i.kill:
-		default:
-			close(i.kill)
-		}
+		i.forceKill()
 		<-i.done
 		out = append(out, i.key)
 	}
@@ -309,11 +312,7 @@ func (e *Executor) StopAll(ctx context.Context) {
 		select {
 		case <-i.done:
 		case <-ctx.Done():
-			select {
-			case <-i.kill:
-			default:
-				close(i.kill)
-			}
+			i.forceKill()
 			<-i.done
 		}
 	}
