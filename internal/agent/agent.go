@@ -69,6 +69,9 @@ type Agent struct {
 
 	assignments coordinator.AssignmentCache
 
+	// leaderChanged (under mu) is closed and reset when leaderAPI changes.
+	leaderChanged chan struct{}
+
 	net       Network         // nil: the host's network
 	fwd       *http.Transport // the API's forwarding transport when net is set
 	started   atomic.Bool

@@ -42,8 +42,23 @@ func (a *Agent) candidates() []string {
 
 func (a *Agent) setLeaderAPI(s string) {
 	a.mu.Lock()
+	if s != a.leaderAPI && a.leaderChanged != nil {
+		close(a.leaderChanged)
+		a.leaderChanged = nil
+	}
 	a.leaderAPI = s
 	a.mu.Unlock()
+}
+
+// leaderAPIWatch returns the leader's API address and a channel closed
+// when it changes.
+func (a *Agent) leaderAPIWatch() (string, <-chan struct{}) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.leaderChanged == nil {
+		a.leaderChanged = make(chan struct{})
+	}
+	return a.leaderAPI, a.leaderChanged
 }
 
 func (a *Agent) currentLeaderAPI() string {
@@ -145,7 +160,10 @@ func (a *Agent) renewLoop(ctx context.Context) {
 // lease gap it fetches at once (exclusive instances wait for fresh ones).
 func (a *Agent) watchLoop(ctx context.Context) {
 	for ctx.Err() == nil {
-		addr := a.currentLeaderAPI()
+		// A long poll to a leader that has died hangs until its timeout
+		// (no RST from a dead host): abandon it as soon as the renewals
+		// find another leader.
+		addr, changed := a.leaderAPIWatch()
 		if addr == "" {
 			select {
 			case <-ctx.Done():
@@ -164,6 +182,8 @@ func (a *Agent) watchLoop(ctx context.Context) {
 		go func() {
 			select {
 			case <-a.exec.NeedFresh():
+				cancel()
+			case <-changed:
 				cancel()
 			case <-stop:
 			}
