@@ -204,6 +204,9 @@ func onLine(nodes []*yaml.Node, step, line int) int {
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
+// nodeNameRE also allows dotted host names (ctl1.example.org).
+var nodeNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$`)
+
 // Validate checks the configuration; each error names the field.
 func (c *Config) Validate() error {
 	var errs []error
@@ -212,8 +215,8 @@ func (c *Config) Validate() error {
 	}
 	if c.NodeName == "" {
 		bad("nodeName", "required (a DNS label such as ctl1)")
-	} else if !nameRE.MatchString(c.NodeName) {
-		bad("nodeName", "%q must be lowercase letters, digits and '-' (at most 63)", c.NodeName)
+	} else if !nodeNameRE.MatchString(c.NodeName) {
+		bad("nodeName", "%q must be lowercase letters, digits, '-' and '.' (a host name)", c.NodeName)
 	}
 	if c.ClusterName == "" {
 		bad("clusterName", "required; every node of a cluster uses the same name")
@@ -245,8 +248,8 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		bad("dataDir", "required")
 	}
-	if c.BootstrapExpect < 0 || c.BootstrapExpect == 2 || c.BootstrapExpect > 7 {
-		bad("bootstrapExpect", "%d: use 1 (single node), 3 or 5 (odd numbers survive failures; 2 needs a witness, not supported yet)", c.BootstrapExpect)
+	if c.BootstrapExpect < 0 || c.BootstrapExpect > 7 || (c.BootstrapExpect > 1 && c.BootstrapExpect%2 == 0) {
+		bad("bootstrapExpect", "%d: use 1 (single node), 3, 5 or 7 (an even number of voters survives no more failures than one fewer; two nodes need a witness, not supported yet)", c.BootstrapExpect)
 	}
 	if c.Role == "remote" && c.BootstrapExpect > 0 {
 		bad("bootstrapExpect", "remote nodes do not vote and cannot bootstrap a cluster; set it on control nodes")

@@ -162,7 +162,7 @@ func TestValidate(t *testing.T) {
 		{"join only", func(c *Config) { c.BootstrapExpect = 0; c.Join = []string{"10.0.0.1:7480"} }, ""},
 		{"ipv6 bind", func(c *Config) { c.BindAddr = "::"; c.AdvertiseAddr = "fd00::1" }, ""},
 		{"token file", func(c *Config) { c.JoinToken = ""; c.JoinTokenFile = "/t" }, ""},
-		{"node name too long", func(c *Config) { c.NodeName = strings.Repeat("a", 64) }, "nodeName:"},
+		{"node name too long", func(c *Config) { c.NodeName = strings.Repeat("a", 254) }, "nodeName:"},
 		{"node name dash end", func(c *Config) { c.NodeName = "ctl-" }, "nodeName:"},
 		{"no cluster", func(c *Config) { c.ClusterName = "" }, "clusterName: required"},
 		{"empty role", func(c *Config) { c.Role = "" }, "role:"},

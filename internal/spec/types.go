@@ -23,7 +23,9 @@ type Cluster struct {
 	// Name must equal the name the agents were started with (config clusterName).
 	Name string `json:"name" yaml:"name"`
 	// NoQuorumPolicy is what a node without quorum does with exclusive
-	// resources: stop (default) | freeze | ignore.
+	// resources. This release implements stop (the default: a node that
+	// loses its hold lease kills them); freeze, ignore and demote come with
+	// fencing.
 	NoQuorumPolicy string `json:"noQuorumPolicy,omitempty" yaml:"noQuorumPolicy"`
 	// Maintenance, when true, leaves every resource as it is (nothing started or stopped).
 	Maintenance bool `json:"maintenance,omitempty" yaml:"maintenance"`

@@ -319,7 +319,7 @@ var (
 	modes            = enum{"mode", []string{ModeSingle, ModeClone}, []string{"promotable"}}
 	onFails          = enum{"onFail", []string{OnFailRestart, OnFailMigrate, OnFailStop, OnFailIgnore}, []string{"fence"}}
 	targetRoles      = enum{"targetRole", []string{"started", "stopped"}, nil}
-	noQuorumPolicies = enum{"noQuorumPolicy", []string{"stop", "freeze", "ignore"}, []string{"suicide"}}
+	noQuorumPolicies = enum{"noQuorumPolicy", []string{"stop"}, []string{"freeze", "ignore", "demote", "suicide"}}
 )
 
 func (e enum) check(v string) *issue {
