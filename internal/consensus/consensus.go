@@ -111,6 +111,13 @@ type Node struct {
 	// gossipUp is closed once startGossip returned: memberlist reports
 	// events from inside Create, before fast and coarse are assigned.
 	gossipUp chan struct{}
+
+	// members mirrors each pool's live members (pool → name → member),
+	// copied in memberlist's event callbacks: the *memberlist.Node values
+	// that Memberlist.Members returns are updated by memberlist without a
+	// lock the caller can take, so reading them races.
+	mmu     sync.Mutex
+	members [2]map[string]Member
 }
 
 // ErrDataDir is returned when the data dir cannot be used.
@@ -144,7 +151,7 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.Timings == (Timings{}) {
 		cfg.Timings = DefaultTimings
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, gossipUp: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger, gossipUp: make(chan struct{}), members: [2]map[string]Member{{}, {}}}
 	if err := CheckDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
@@ -201,7 +208,13 @@ func (n *Node) startRaft() error {
 		sl.dial = c.Network.DialContext
 	}
 	stream = sl
-	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 3, Timeout: 2 * time.Second, Logger: rc.Logger})
+	// MaxRPCsInFlight 1 turns raft's pipelined replication off: with the
+	// default (2) a follower answering Success=false (its log diverged, as
+	// after a partition) can deadlock the pipeline (pipelineDecode returns,
+	// the send loop parks on an unbuffered channel): the leader stops
+	// replicating to that follower for good while heartbeats go on, and
+	// Raft.Shutdown hangs. Synchronous replication costs nothing on a LAN.
+	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 3, MaxRPCsInFlight: 1, Timeout: 2 * time.Second, Logger: rc.Logger})
 	r, err := raft.NewRaft(rc, c.FSM, store, store, snaps, n.trans)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
@@ -262,7 +275,7 @@ func (n *Node) startGossip() error {
 		mc.Logger = nil
 		mc.LogOutput = slogWriter{n.log.With("pool", map[bool]string{true: "fast", false: "coarse"}[fast])}
 		mc.Delegate = &delegate{n: n}
-		mc.Events = &events{n: n}
+		mc.Events = &events{n: n, pool: map[bool]int{true: poolFast, false: poolCoarse}[fast]}
 		mc.Alive = &alive{cluster: c.ClusterName}
 		if c.Network != nil {
 			nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{c.BindAddr}, BindPort: port, Logger: log.New(mc.LogOutput, "", log.LstdFlags)})
@@ -310,21 +323,39 @@ func (n *Node) JoinCoarse(addrs []string) (int, error) {
 	return n.coarse.Join(addrs)
 }
 
+// Pools, as indexes of Node.members.
+const (
+	poolFast = iota
+	poolCoarse
+)
+
+// setMember records a pool member as memberlist reports it; called from
+// memberlist's event callbacks, which hold memberlist's node lock, so m is
+// safe to read here.
+func (n *Node) setMember(pool int, m *memberlist.Node, alive bool) {
+	var meta Meta
+	_ = json.Unmarshal(m.Meta, &meta)
+	n.mmu.Lock()
+	defer n.mmu.Unlock()
+	if !alive {
+		delete(n.members[pool], m.Name)
+		return
+	}
+	n.members[pool][m.Name] = Member{Name: m.Name, Addr: m.Address(), Meta: meta, Alive: m.State == memberlist.StateAlive}
+}
+
 // Members returns the members of both pools (deduplicated, sorted).
 func (n *Node) Members() []Member {
 	seen := map[string]Member{}
-	for _, ml := range []*memberlist.Memberlist{n.fast, n.coarse} {
-		if ml == nil {
-			continue
-		}
-		for _, m := range ml.Members() {
-			var meta Meta
-			_ = json.Unmarshal(m.Meta, &meta)
-			if _, ok := seen[m.Name]; !ok {
-				seen[m.Name] = Member{Name: m.Name, Addr: m.Address(), Meta: meta, Alive: m.State == memberlist.StateAlive}
+	n.mmu.Lock()
+	for _, pool := range n.members {
+		for name, m := range pool {
+			if _, ok := seen[name]; !ok {
+				seen[name] = m
 			}
 		}
 	}
+	n.mmu.Unlock()
 	out := make([]Member, 0, len(seen))
 	for _, m := range seen {
 		out = append(out, m)
@@ -438,11 +469,23 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (d *delegate) LocalState(join bool) []byte                { return nil }
 func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
 
-type events struct{ n *Node }
+type events struct {
+	n    *Node
+	pool int
+}
 
-func (e *events) NotifyJoin(*memberlist.Node)   { go e.n.membersChanged() }
-func (e *events) NotifyLeave(*memberlist.Node)  { go e.n.membersChanged() }
-func (e *events) NotifyUpdate(*memberlist.Node) { go e.n.membersChanged() }
+func (e *events) NotifyJoin(m *memberlist.Node) {
+	e.n.setMember(e.pool, m, true)
+	go e.n.membersChanged()
+}
+func (e *events) NotifyLeave(m *memberlist.Node) {
+	e.n.setMember(e.pool, m, false)
+	go e.n.membersChanged()
+}
+func (e *events) NotifyUpdate(m *memberlist.Node) {
+	e.n.setMember(e.pool, m, true)
+	go e.n.membersChanged()
+}
 
 type alive struct{ cluster string }
 
