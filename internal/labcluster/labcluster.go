@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -176,4 +177,61 @@ func WaitReady(ctx context.Context, l *lab.Lab, exe string) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// CLI runs `exe ARGS...` (a paceline client command) inside h with the
+// lab's token and CA, talking to h's own agent first and then to the
+// others, so that it answers under a partition that leaves h in the
+// majority and does not wait for a dial timeout to a killed first host.
+func CLI(ctx context.Context, l *lab.Lab, exe string, h *lab.Host, args ...string) ([]byte, error) {
+	addrs := []string{h.Addr.String() + ":7480"}
+	for _, x := range l.Hosts() {
+		if x.Name != h.Name {
+			addrs = append(addrs, x.Addr.String()+":7480")
+		}
+	}
+	argv := append([]string{"env"}, CLIEnv(l)...)
+	argv = append(argv, "PACELINE_ADDR="+strings.Join(addrs, ","), exe)
+	return l.Exec(ctx, h, append(argv, args...)...)
+}
+
+// Status runs `paceline status --json` inside h (see CLI).
+func Status(ctx context.Context, l *lab.Lab, exe string, h *lab.Host) (*api.Status, error) {
+	out, err := CLI(ctx, l, exe, h, "status", "--json", "--timeout", "3s")
+	if err != nil {
+		return nil, err
+	}
+	var st api.Status
+	if err := json.Unmarshal(out, &st); err != nil {
+		return nil, fmt.Errorf("status on %s: %w: %.300s", h.Name, err, out)
+	}
+	return &st, nil
+}
+
+// Holders lists the nodes where resource res has a running instance
+// according to st.
+func Holders(st *api.Status, res string) []string {
+	var out []string
+	for _, r := range st.Resources {
+		if r.Name != res {
+			continue
+		}
+		for _, i := range r.Instances {
+			if i.State == "running" {
+				out = append(out, i.Node)
+			}
+		}
+	}
+	return out
+}
+
+// Online reports how many nodes st shows online, and whether a leader with
+// quorum answered.
+func Online(st *api.Status) (online int, quorum bool) {
+	for _, n := range st.Nodes {
+		if n.Online {
+			online++
+		}
+	}
+	return online, st.Quorum && st.Leader != ""
 }

@@ -1,0 +1,128 @@
+package labcluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/paceline/paceline/internal/lab"
+	"github.com/paceline/paceline/internal/witness"
+)
+
+// BridgeAddr is the address of the lab's bridge (.1 of its subnet), which
+// every host reaches even under a partition: partitions cut host-to-host
+// forwarding, not traffic to the bridge itself. A Kill or Isolate cuts a
+// host off the bridge too.
+func BridgeAddr(l *lab.Lab) netip.Addr { return l.Subnet().Addr().Next() }
+
+// InBridge runs fn on an OS thread that is inside the lab's bridge network
+// namespace (NAME-br) and restores the thread afterwards. Sockets fn
+// creates stay in that namespace after InBridge returns, so a listener
+// opened in fn accepts connections from the lab's hosts while being served
+// by ordinary goroutines of this process. fn must not start goroutines that
+// expect to run in the bridge namespace.
+func InBridge(l *lab.Lab, fn func() error) error {
+	runtime.LockOSThread()
+	self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("lab %s: own netns: %w", l.Name(), err)
+	}
+	defer self.Close()
+	ns, err := os.Open(filepath.Join("/run/netns", l.Name()+"-br"))
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("lab %s: bridge netns: %w", l.Name(), err)
+	}
+	defer ns.Close()
+	if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("lab %s: enter bridge netns: %w", l.Name(), err)
+	}
+	ferr := fn()
+	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+		// Leave the thread locked: the runtime discards it when this
+		// goroutine exits instead of reusing it in the wrong namespace.
+		return fmt.Errorf("lab %s: restore netns: %w (fn: %v)", l.Name(), err, ferr)
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
+
+// ListenInBridge opens a TCP listener on the bridge address and port (0:
+// any) inside the lab's bridge namespace.
+func ListenInBridge(l *lab.Lab, port int) (net.Listener, error) {
+	var ln net.Listener
+	err := InBridge(l, func() error {
+		var err error
+		ln, err = net.Listen("tcp", net.JoinHostPort(BridgeAddr(l).String(), strconv.Itoa(port)))
+		return err
+	})
+	return ln, err
+}
+
+// Witness starts a witness server on the bridge address and port (0: any)
+// inside the lab's bridge namespace; hosts write to its Addr().
+func Witness(l *lab.Lab, port int) (*witness.Server, error) {
+	var w *witness.Server
+	err := InBridge(l, func() error {
+		var err error
+		w, err = witness.Listen(net.JoinHostPort(BridgeAddr(l).String(), strconv.Itoa(port)))
+		return err
+	})
+	return w, err
+}
+
+// AgentPID returns the PID of h's agent as recorded by the lab, or 0 when
+// it is not running.
+func AgentPID(l *lab.Lab, h *lab.Host) (int, error) {
+	st, err := l.Status()
+	if err != nil {
+		return 0, err
+	}
+	for _, hs := range st.Hosts {
+		if hs.Name != h.Name {
+			continue
+		}
+		for _, p := range hs.Procs {
+			if p.Name == "agent" && p.State == "running" {
+				return p.PID, nil
+			}
+		}
+	}
+	return 0, nil
+}
+
+// Kill is lab.Kill plus what a real power loss also removes: the kernel
+// state of h's network namespace outlives its processes, so TCP sockets
+// they left orphaned (FIN-WAIT with unsent data) would retransmit once
+// PowerOn brings the link back, delivering "ghost" writes from dead
+// processes to a witness. Kill destroys them (ss -K) right after the
+// processes are gone and fails if any TCP socket remains.
+func Kill(l *lab.Lab, h *lab.Host) error {
+	if err := l.Kill(h); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if out, err := l.Exec(ctx, h, "ss", "-K", "-t", "-a", "-n"); err != nil {
+		return fmt.Errorf("kill %s: destroy orphaned sockets: %w: %s", h.Name, err, out)
+	}
+	out, err := l.Exec(ctx, h, "ss", "-t", "-a", "-n", "-H")
+	if err != nil {
+		return fmt.Errorf("kill %s: list sockets: %w", h.Name, err)
+	}
+	if s := strings.TrimSpace(string(out)); s != "" {
+		return fmt.Errorf("kill %s: TCP sockets survive the power loss (kernel without INET_DIAG_DESTROY?):\n%s", h.Name, s)
+	}
+	return nil
+}
