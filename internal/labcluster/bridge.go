@@ -112,6 +112,9 @@ func Kill(l *lab.Lab, h *lab.Host) error {
 	if err := l.Kill(h); err != nil {
 		return err
 	}
+	if left := procsInNetns(h.NS); len(left) > 0 {
+		return fmt.Errorf("kill %s: processes outside its cgroup survive in its network namespace: %s", h.Name, strings.Join(left, "; "))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if out, err := l.Exec(ctx, h, "ss", "-K", "-t", "-a", "-n"); err != nil {
@@ -125,4 +128,27 @@ func Kill(l *lab.Lab, h *lab.Host) error {
 		return fmt.Errorf("kill %s: TCP sockets survive the power loss (kernel without INET_DIAG_DESTROY?):\n%s", h.Name, s)
 	}
 	return nil
+}
+
+// procsInNetns lists "PID cmdline" of every process in network namespace ns.
+func procsInNetns(ns string) []string {
+	var want unix.Stat_t
+	if err := unix.Stat(filepath.Join("/run/netns", ns), &want); err != nil {
+		return nil
+	}
+	ents, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		var got unix.Stat_t
+		if unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &got) != nil || got.Ino != want.Ino || got.Dev != want.Dev {
+			continue
+		}
+		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		out = append(out, fmt.Sprintf("%d %s", pid, strings.ReplaceAll(strings.TrimSpace(string(cmd)), "\x00", " ")))
+	}
+	return out
 }
