@@ -25,8 +25,8 @@ resources:
     class: process
     mode: single
     params:
-      command: [%[1]q, sample-service, --listen, "127.0.0.1:18080"]
-    health: {http: "http://127.0.0.1:18080/healthz", interval: 1s, timeout: 500ms}
+      command: [%[1]q, sample-service, --listen, "127.0.0.1:%[2]d"]
+    health: {http: "http://127.0.0.1:%[2]d/healthz", interval: 1s, timeout: 500ms}
     onFail: restart
     migrationThreshold: 3
   # A clone: one worker per node.
@@ -43,7 +43,7 @@ func cmdDemo(e *env, args []string) int {
 	fs := newFlagSet(e, "demo", "demo [--dir DIR] [--for DURATION]")
 	dir := fs.String("dir", "", "where to keep the demo's data (default: a new temporary directory)")
 	runFor := fs.Duration("for", 0, "stop by itself after this long (0: until Ctrl-C)")
-	base := fs.Int("port", 17480, "first API port (nodes use PORT, PORT+10, PORT+20; each needs 4 consecutive ports)")
+	base := fs.Int("port", 17480, "first API port (nodes use PORT, PORT+10, PORT+20, 4 consecutive ports each; the web sample service PORT+600)")
 	if _, err := parseFlags(fs, args); err != nil {
 		return ExitUsage
 	}
@@ -174,7 +174,8 @@ tls: {ca: %s, cert: %s, key: %s}
 	if err != nil {
 		return fail(e, err)
 	}
-	doc := []byte(fmt.Sprintf(demoSpec, exe))
+	webPort := *base + 600
+	doc := []byte(fmt.Sprintf(demoSpec, exe, webPort))
 	specPath := filepath.Join(*dir, "spec.yaml")
 	_ = os.WriteFile(specPath, doc, 0o644)
 	for {
@@ -220,11 +221,11 @@ The demo cluster is up. In another terminal:
   export PACELINE_ADDR=%s PACELINE_TOKEN_FILE=%s PACELINE_CA=%s
   %s status --watch                # what runs where, live
   %s events --follow               # the event log
-  curl -s http://127.0.0.1:18080/  # the exclusive 'web' service (now on %s)
+  curl -s http://127.0.0.1:%d/  # the exclusive 'web' service (now on %s)
 Crash the node running 'web' and watch it move within a second:
   kill -9 %d                       # agent %s
 Then restart it with: %s agent --config %s
-Stop the demo with Ctrl-C.`, strings.Join(apis, ","), tokPath, filepath.Join(tdir, "ca.crt"), exe, exe, webNode, pids[webNode], webNode, exe, filepath.Join(*dir, webNode+".yaml"))
+Stop the demo with Ctrl-C.`, strings.Join(apis, ","), tokPath, filepath.Join(tdir, "ca.crt"), exe, exe, webPort, webNode, pids[webNode], webNode, exe, filepath.Join(*dir, webNode+".yaml"))
 	<-ctx.Done()
 	say("stopping the demo cluster ...")
 	return ExitOK
