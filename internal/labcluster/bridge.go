@@ -104,10 +104,12 @@ func AgentPID(l *lab.Lab, h *lab.Host) (int, error) {
 
 // Kill is lab.Kill plus what a real power loss also removes: the kernel
 // state of h's network namespace outlives its processes, so TCP sockets
-// they left orphaned (FIN-WAIT with unsent data) would retransmit once
-// PowerOn brings the link back, delivering "ghost" writes from dead
-// processes to a witness. Kill destroys them (ss -K) right after the
-// processes are gone and fails if any TCP socket remains.
+// they left orphaned (FIN-WAIT with unsent data) and packets queued behind
+// an unresolved ARP entry would be sent once PowerOn brings the link back,
+// delivering "ghost" writes from dead processes to a witness. Kill
+// destroys the sockets (ss -K) and the neighbour queues (eth0 down and up
+// again) right after the processes are gone, and fails if any TCP socket
+// or process remains in h's namespace.
 func Kill(l *lab.Lab, h *lab.Host) error {
 	if err := l.Kill(h); err != nil {
 		return err
@@ -119,6 +121,18 @@ func Kill(l *lab.Lab, h *lab.Host) error {
 	defer cancel()
 	if out, err := l.Exec(ctx, h, "ss", "-K", "-t", "-a", "-n"); err != nil {
 		return fmt.Errorf("kill %s: destroy orphaned sockets: %w: %s", h.Name, err, out)
+	}
+	// Packets waiting for ARP resolution sit in the neighbour entry's
+	// queue, not in a socket: the carrier loss flushed the entry for the
+	// bridge address, the dying sender's last write queued behind a new
+	// ARP request, and the kernel retries ARP every second — so after
+	// PowerOn that write would be delivered. Taking eth0 down destroys
+	// all neighbour entries with their queues; it stays without carrier
+	// until PowerOn brings the bridge side up.
+	for _, state := range []string{"down", "up"} {
+		if out, err := l.Exec(ctx, h, "ip", "link", "set", h.Iface, state); err != nil {
+			return fmt.Errorf("kill %s: reset %s: %w: %s", h.Name, h.Iface, err, out)
+		}
 	}
 	out, err := l.Exec(ctx, h, "ss", "-t", "-a", "-n", "-H")
 	if err != nil {
