@@ -5,8 +5,9 @@
 //
 // It needs root (network-namespace lab). See bench/README.md for what it
 // prints. It is a program, not a test: it reports wall-clock figures and
-// compares them with the targets of DESIGN.md §6; it never fails on them,
-// except that any overlap of two holders (an I1 violation) makes it exit 1.
+// compares them with the targets of DESIGN.md §6; it never fails on them.
+// It exits 1 on an overlap of two holders (an I1 violation) or when a
+// measurement cannot complete (no takeover, no convergence).
 package main
 
 import (
