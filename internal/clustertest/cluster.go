@@ -36,6 +36,10 @@ import (
 // Patience is how long Wait helpers wait before failing the test.
 const Patience = 30 * time.Second
 
+// LeaseEnv overrides the default lease duration (margin: a tenth), e.g.
+// PACELINE_CLUSTERTEST_LEASE=400ms to run the tests at the agent's default.
+const LeaseEnv = "PACELINE_CLUSTERTEST_LEASE"
+
 // Options shape a cluster.
 type Options struct {
 	// N is the number of control nodes (3 or 5).
@@ -118,6 +122,9 @@ func New(t testing.TB, opts Options) *Cluster {
 		cfg.BootstrapExpect = opts.N
 		cfg.JoinToken = c.Token
 		cfg.Lease.Duration, cfg.Lease.Margin = time.Second, 100*time.Millisecond
+		if d, err := time.ParseDuration(os.Getenv(LeaseEnv)); err == nil && d > 0 {
+			cfg.Lease.Duration, cfg.Lease.Margin = d, d/10
+		}
 		if opts.Lease > 0 {
 			cfg.Lease.Duration = opts.Lease
 			cfg.Lease.Margin = opts.Lease / 10
