@@ -34,7 +34,7 @@ import (
 )
 
 // Patience is how long Wait helpers wait before failing the test.
-const Patience = 30 * time.Second
+const Patience = 60 * time.Second
 
 // LeaseEnv overrides the default lease duration (margin: a tenth), e.g.
 // PACELINE_CLUSTERTEST_LEASE=400ms to run the tests at the agent's default.
