@@ -211,7 +211,30 @@ func (l *Lab) Kill(h *Host) error {
 	if err != nil {
 		return fmt.Errorf("lab %s: kill %s: %w", l.name, h.Name, err)
 	}
+	if err := l.dropInFlight(h); err != nil {
+		return fmt.Errorf("lab %s: kill %s: %w", l.name, h.Name, err)
+	}
 	l.log.Info("lab host killed", "lab", l.name, "host", h.Name)
+	return nil
+}
+
+// dropInFlight makes a killed host's network state die with its processes,
+// as on a real power loss: the dead processes' TCP sockets linger in the
+// namespace (the kernel would still retransmit their data) and a last write
+// may sit queued behind an ARP request, to be delivered after PowerOn.
+// Destroy the sockets (ss -K) and reset the interface, which drops every
+// neighbour entry with its queue; it stays without carrier until PowerOn.
+func (l *Lab) dropInFlight(h *Host) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if out, err := l.Exec(ctx, h, "ss", "-K", "-t", "-a", "-n"); err != nil {
+		return fmt.Errorf("destroy orphaned sockets: %w: %s", err, out)
+	}
+	for _, state := range []string{"down", "up"} {
+		if out, err := l.Exec(ctx, h, "ip", "link", "set", h.Iface, state); err != nil {
+			return fmt.Errorf("reset %s: %w: %s", h.Iface, err, out)
+		}
+	}
 	return nil
 }
 

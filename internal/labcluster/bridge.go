@@ -102,14 +102,11 @@ func AgentPID(l *lab.Lab, h *lab.Host) (int, error) {
 	return 0, nil
 }
 
-// Kill is lab.Kill plus what a real power loss also removes: the kernel
-// state of h's network namespace outlives its processes, so TCP sockets
-// they left orphaned (FIN-WAIT with unsent data) and packets queued behind
-// an unresolved ARP entry would be sent once PowerOn brings the link back,
-// delivering "ghost" writes from dead processes to a witness. Kill
-// destroys the sockets (ss -K) and the neighbour queues (eth0 down and up
-// again) right after the processes are gone, and fails if any TCP socket
-// or process remains in h's namespace.
+// Kill is lab.Kill (which also drops the dead processes' sockets and
+// queued packets, see lab.Kill) plus a check that nothing of the host
+// survives: it fails if any process or TCP socket remains in h's network
+// namespace, since a survivor could deliver "ghost" writes to a witness
+// after PowerOn.
 func Kill(l *lab.Lab, h *lab.Host) error {
 	if err := l.Kill(h); err != nil {
 		return err
@@ -119,21 +116,6 @@ func Kill(l *lab.Lab, h *lab.Host) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if out, err := l.Exec(ctx, h, "ss", "-K", "-t", "-a", "-n"); err != nil {
-		return fmt.Errorf("kill %s: destroy orphaned sockets: %w: %s", h.Name, err, out)
-	}
-	// Packets waiting for ARP resolution sit in the neighbour entry's
-	// queue, not in a socket: the carrier loss flushed the entry for the
-	// bridge address, the dying sender's last write queued behind a new
-	// ARP request, and the kernel retries ARP every second — so after
-	// PowerOn that write would be delivered. Taking eth0 down destroys
-	// all neighbour entries with their queues; it stays without carrier
-	// until PowerOn brings the bridge side up.
-	for _, state := range []string{"down", "up"} {
-		if out, err := l.Exec(ctx, h, "ip", "link", "set", h.Iface, state); err != nil {
-			return fmt.Errorf("kill %s: reset %s: %w: %s", h.Name, h.Iface, err, out)
-		}
-	}
 	out, err := l.Exec(ctx, h, "ss", "-t", "-a", "-n", "-H")
 	if err != nil {
 		return fmt.Errorf("kill %s: list sockets: %w", h.Name, err)
