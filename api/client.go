@@ -26,13 +26,16 @@ type Client struct {
 	JoinToken string
 	TLS       *tls.Config
 	HTTP      *http.Client
+	// RetryBusy makes Do try other agents, and retry until the context's
+	// deadline, when an agent answers 421 or 503 (no leader right now).
+	RetryBusy bool
 }
 
 // NewClient returns a client with sane timeouts.
 func NewClient(addrs []string, token string, tlsConf *tls.Config) *Client {
 	tr := &http.Transport{TLSClientConfig: tlsConf, MaxIdleConnsPerHost: 8, IdleConnTimeout: 90 * time.Second,
 		DialContext: (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 15 * time.Second}).DialContext}
-	return &Client{Addrs: addrs, Token: token, TLS: tlsConf, HTTP: &http.Client{Transport: tr}}
+	return &Client{Addrs: addrs, Token: token, TLS: tlsConf, HTTP: &http.Client{Transport: tr}, RetryBusy: true}
 }
 
 func (c *Client) base(addr string) string {
@@ -63,22 +66,42 @@ func (c *Client) Do(ctx context.Context, method, path string, body any, out any)
 			return fmt.Errorf("encode request: %w", err)
 		}
 	}
-	var errs []error
-	for _, a := range c.Addrs {
-		err := c.doOne(ctx, a, method, path, payload, ctype, out)
-		if err == nil {
-			return nil
+	// An agent that cannot serve this right now (421: not the leader and
+	// cannot forward, 503: no leader known, e.g. during an election) is
+	// not the last word: try the others, then again until ctx ends.
+	for pass := 0; ; pass++ {
+		var errs []error
+		var busy error
+		for _, a := range c.Addrs {
+			err := c.doOne(ctx, a, method, path, payload, ctype, out)
+			if err == nil {
+				return nil
+			}
+			var ae *Error
+			if errors.As(err, &ae) {
+				if !c.RetryBusy || (ae.Status != http.StatusMisdirectedRequest && ae.Status != http.StatusServiceUnavailable) {
+					return err
+				}
+				busy = err
+				continue
+			}
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				break
+			}
 		}
-		var ae *Error
-		if errors.As(err, &ae) {
-			return err
+		if busy == nil {
+			return fmt.Errorf("%w (tried %s): %w", ErrUnreachable, strings.Join(c.Addrs, ", "), errors.Join(errs...))
 		}
-		errs = append(errs, err)
-		if ctx.Err() != nil {
-			break
+		if _, ok := ctx.Deadline(); !ok || pass >= 40 {
+			return busy
+		}
+		select {
+		case <-ctx.Done():
+			return busy
+		case <-time.After(250 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("%w (tried %s): %w", ErrUnreachable, strings.Join(c.Addrs, ", "), errors.Join(errs...))
 }
 
 func (c *Client) doOne(ctx context.Context, addr, method, path string, payload []byte, ctype string, out any) error {

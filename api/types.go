@@ -144,6 +144,10 @@ type Renew struct {
 	Active  []ActiveInstance `json:"active"`
 	// Leaving tells the leader the node is shutting down and runs nothing anymore.
 	Leaving bool `json:"leaving,omitempty"`
+	// LeaseMS and MarginMS are the node's own hold-lease timings; the
+	// leader judges this node's expiry with the same numbers.
+	LeaseMS  int64 `json:"leaseMs,omitempty"`
+	MarginMS int64 `json:"marginMs,omitempty"`
 }
 
 // RenewAck answers a renewal. OK false means no lease was granted.

@@ -46,6 +46,7 @@ type Agent struct {
 	adv       string
 	apiAddr   string
 	lp        lease.Params
+	timings   consensus.Timings
 
 	fsm    *state.FSM
 	cons   *consensus.Node
@@ -131,7 +132,8 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: log.With("node", cfg.NodeName), joinToken: tok, adv: cfg.Advertise(),
 		ready: make(chan struct{}), failures: make(chan api.Failure, 256), crash: make(chan struct{}), done: make(chan struct{})}
 	a.apiAddr = net.JoinHostPort(a.adv, strconv.Itoa(cfg.Ports.API))
-	a.lp = lease.Params{L: cfg.Lease.Duration, Margin: cfg.Lease.Margin, LeaderLeaseTimeout: consensus.DefaultTimings.LeaderLeaseTimeout}
+	a.timings = consensus.Timings{Heartbeat: cfg.Raft.Heartbeat, Election: cfg.Raft.Election, LeaderLeaseTimeout: cfg.Raft.LeaderLease}
+	a.lp = lease.Params{L: cfg.Lease.Duration, Margin: cfg.Lease.Margin, LeaderLeaseTimeout: a.timings.LeaderLeaseTimeout}
 	if err := a.lp.Validate(); err != nil {
 		return nil, fmt.Errorf("lease: %w", err)
 	}
@@ -146,6 +148,7 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 	}
 	a.peer = api.NewClient(nil, "", a.clientTLS)
 	a.peer.JoinToken = tok
+	a.peer.RetryBusy = false // agents follow the leader hints themselves
 	a.peer.HTTP.Timeout = 0
 	return a, nil
 }
@@ -209,7 +212,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	cons, err := consensus.Start(consensus.Config{NodeName: cfg.NodeName, ClusterName: cfg.ClusterName, Role: cfg.Role, DataDir: cfg.DataDir,
 		BindAddr: cfg.BindAddr, AdvertiseAddr: a.adv, RaftPort: cfg.Ports.Raft, GossipPort: cfg.Ports.Gossip, CoarsePort: cfg.Ports.Coarse,
 		APIAddr: a.apiAddr, BootstrapExpect: cfg.BootstrapExpect, JoinToken: a.joinToken, ServerTLS: a.raftTLS, ClientTLS: a.clientTLS,
-		FSM: a.fsm, Logger: a.log.With("sub", "consensus"), Network: a.net})
+		FSM: a.fsm, Logger: a.log.With("sub", "consensus"), Network: a.net, Timings: a.timings})
 	if err != nil {
 		_ = ln.Close()
 		return err

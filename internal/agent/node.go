@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"time"
@@ -69,7 +70,8 @@ func (a *Agent) currentLeaderAPI() string {
 
 func (a *Agent) renewRequest() api.Renew {
 	r := api.Renew{Node: a.cfg.NodeName, Cluster: a.cfg.ClusterName, Role: a.cfg.Role, APIAddr: a.apiAddr, Labels: a.cfg.Labels,
-		Applied: a.exec.Applied(), Active: a.exec.Active(), Leaving: a.leaving.Load()}
+		Applied: a.exec.Applied(), Active: a.exec.Active(), Leaving: a.leaving.Load(),
+		LeaseMS: a.lp.L.Milliseconds(), MarginMS: a.lp.Margin.Milliseconds()}
 	if a.cfg.Role == "control" {
 		r.RaftAddr = net.JoinHostPort(a.adv, strconv.Itoa(a.cfg.Ports.Raft))
 	}
@@ -102,6 +104,11 @@ func (a *Agent) renewOnce(ctx context.Context, addr string, req api.Renew, timeo
 // set of running instances changes, at most every 10 ms).
 func (a *Agent) renewLoop(ctx context.Context) {
 	interval := a.lp.RenewInterval()
+	// A renewal acknowledged late still counts from when it was sent, so
+	// each attempt may take up to half the lease; failures back off with
+	// jitter so that many nodes retrying do not swamp a struggling leader.
+	timeout := a.lp.L / 2
+	fails := 0
 	lastErrLog := time.Time{}
 	for {
 		start := time.Now()
@@ -109,7 +116,7 @@ func (a *Agent) renewLoop(ctx context.Context) {
 		ok := false
 		var lastErr error
 		for _, addr := range a.candidates() {
-			ack, err := a.renewOnce(ctx, addr, req, interval)
+			ack, err := a.renewOnce(ctx, addr, req, timeout)
 			if err != nil {
 				lastErr = err
 				continue
@@ -122,7 +129,7 @@ func (a *Agent) renewLoop(ctx context.Context) {
 				lastErr = errors.New(ack.Reason)
 			}
 			if ack.LeaderAPI != "" && ack.LeaderAPI != addr {
-				if ack2, err := a.renewOnce(ctx, ack.LeaderAPI, req, interval); err == nil && ack2.OK {
+				if ack2, err := a.renewOnce(ctx, ack.LeaderAPI, req, timeout); err == nil && ack2.OK {
 					ok = true
 					break
 				}
@@ -136,8 +143,11 @@ func (a *Agent) renewLoop(ctx context.Context) {
 			a.log.Warn("lease renewal failed", "err", lastErr, "valid", a.holder.Valid(time.Now()))
 		}
 		wait := interval - time.Since(start)
-		if !ok {
-			wait = 20 * time.Millisecond
+		if ok {
+			fails = 0
+		} else {
+			fails++
+			wait = retryDelay(fails, interval)
 		}
 		if wait < 0 {
 			wait = 0
@@ -285,4 +295,17 @@ func (a *Agent) sendLeaving() {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// retryDelay is the pause after the n-th failed renewal in a row: 20 ms
+// doubling up to the renewal interval, with up to 50% random jitter.
+func retryDelay(n int, interval time.Duration) time.Duration {
+	d := 20 * time.Millisecond
+	for i := 1; i < n && d < interval; i++ {
+		d *= 2
+	}
+	if d > interval {
+		d = interval
+	}
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
 }

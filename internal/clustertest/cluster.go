@@ -450,6 +450,7 @@ func (c *Cluster) Client(nodes ...*Node) *api.Client {
 	}
 	tc := c.clientTLS()
 	cl := api.NewClient(addrs, c.OperatorToken(), tc)
+	cl.RetryBusy = false // tests look at each refusal themselves
 	cl.HTTP.Timeout = 10 * time.Second
 	c.T.Cleanup(cl.HTTP.CloseIdleConnections)
 	return cl

@@ -42,6 +42,7 @@ type Config struct {
 	JoinTokenFile string `yaml:"joinTokenFile"`
 	TLS           TLS    `yaml:"tls"`
 	Lease         Lease  `yaml:"lease"`
+	Raft          Raft   `yaml:"raft"`
 	LogLevel      string `yaml:"logLevel"`
 }
 
@@ -64,7 +65,16 @@ type TLS struct {
 // Enabled reports whether TLS is configured.
 func (t TLS) Enabled() bool { return t.CA != "" || t.Cert != "" || t.Key != "" }
 
-// Lease holds the hold-lease timings.
+// Raft holds raft's timings (LAN defaults: 150 ms, 150 ms, 100 ms).
+type Raft struct {
+	Heartbeat   time.Duration `yaml:"heartbeat"`
+	Election    time.Duration `yaml:"election"`
+	LeaderLease time.Duration `yaml:"leaderLease"`
+}
+
+// Lease holds the hold-lease timings. Zero values take the role's
+// defaults: 400 ms on control nodes, 2 s on remote nodes (hundreds of
+// them renew, each every duration/4); the margin defaults to a tenth.
 type Lease struct {
 	Duration time.Duration `yaml:"duration"`
 	Margin   time.Duration `yaml:"margin"`
@@ -73,8 +83,28 @@ type Lease struct {
 // Default returns a configuration with every default filled.
 func Default() Config {
 	return Config{Role: "control", BindAddr: "0.0.0.0", DataDir: "/var/lib/paceline",
-		Ports: Ports{API: 7480, Raft: 7481, Gossip: 7482, Coarse: 7483},
-		Lease: Lease{Duration: 400 * time.Millisecond, Margin: 40 * time.Millisecond}, LogLevel: "info"}
+		Ports:    Ports{API: 7480, Raft: 7481, Gossip: 7482, Coarse: 7483},
+		Raft:     Raft{Heartbeat: 150 * time.Millisecond, Election: 150 * time.Millisecond, LeaderLease: 100 * time.Millisecond},
+		LogLevel: "info"}
+}
+
+// Role-dependent lease defaults.
+const (
+	DefaultControlLease = 400 * time.Millisecond
+	DefaultRemoteLease  = 2 * time.Second
+)
+
+// fillLease sets the lease timings left at zero to the role's defaults.
+func (c *Config) fillLease() {
+	if c.Lease.Duration == 0 {
+		c.Lease.Duration = DefaultControlLease
+		if c.Role == "remote" {
+			c.Lease.Duration = DefaultRemoteLease
+		}
+	}
+	if c.Lease.Margin == 0 {
+		c.Lease.Margin = c.Lease.Duration / 10
+	}
 }
 
 // Load reads a YAML file over the defaults. Unknown fields are errors that
@@ -207,8 +237,10 @@ var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 // nodeNameRE also allows dotted host names (ctl1.example.org).
 var nodeNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$`)
 
-// Validate checks the configuration; each error names the field.
+// Validate fills the role-dependent defaults (lease timings) and checks
+// the configuration; each error names the field.
 func (c *Config) Validate() error {
+	c.fillLease()
 	var errs []error
 	bad := func(field, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
@@ -272,10 +304,21 @@ func (c *Config) Validate() error {
 		bad("tls", "set ca, cert and key together (create them with `paceline tls init` and `paceline tls issue`)")
 	}
 	if c.Lease.Duration <= 0 {
-		bad("lease.duration", "must be positive (default 400ms)")
+		bad("lease.duration", "must be positive (default 400ms on control nodes, 2s on remote nodes)")
 	}
 	if c.Lease.Margin <= 0 || 2*c.Lease.Margin >= c.Lease.Duration {
 		bad("lease.margin", "%v must be positive and less than half of lease.duration %v", c.Lease.Margin, c.Lease.Duration)
+	}
+	r := c.Raft
+	switch {
+	case r.Heartbeat < 10*time.Millisecond:
+		bad("raft.heartbeat", "%v is too short (at least 10ms; default 150ms)", r.Heartbeat)
+	case r.Election < r.Heartbeat:
+		bad("raft.election", "%v must be at least raft.heartbeat %v", r.Election, r.Heartbeat)
+	case r.LeaderLease <= 0 || r.LeaderLease > r.Heartbeat:
+		bad("raft.leaderLease", "%v must be positive and at most raft.heartbeat %v (default 100ms)", r.LeaderLease, r.Heartbeat)
+	case c.Lease.Duration <= r.Election+r.LeaderLease:
+		bad("lease.duration", "%v must be longer than raft.election + raft.leaderLease (%v), or every leader change drops exclusive resources", c.Lease.Duration, r.Election+r.LeaderLease)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

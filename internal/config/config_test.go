@@ -76,7 +76,8 @@ func TestFullFileValues(t *testing.T) {
 		Ports: Ports{API: 8480, Raft: 8481, Gossip: 8482, Coarse: 8483}, DataDir: "/srv/paceline",
 		Join: []string{"10.0.0.11:7480", "[fd00::13]:7480"}, BootstrapExpect: 5, Labels: map[string]string{"zone": "a", "storage": "ssd"},
 		JoinTokenFile: "/etc/paceline/join.token", TLS: TLS{CA: "/etc/paceline/ca.pem", Cert: "/etc/paceline/ctl2.pem", Key: "/etc/paceline/ctl2-key.pem"},
-		Lease: Lease{Duration: time.Second, Margin: 100 * time.Millisecond}, LogLevel: "debug"}
+		Lease: Lease{Duration: time.Second, Margin: 100 * time.Millisecond}, LogLevel: "debug",
+		Raft: Raft{Heartbeat: 150 * time.Millisecond, Election: 150 * time.Millisecond, LeaderLease: 100 * time.Millisecond}}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got  %+v\nwant %+v", c, want)
 	}
@@ -88,8 +89,9 @@ func TestFullFileValues(t *testing.T) {
 func TestDefaults(t *testing.T) {
 	d := Default()
 	want := Config{Role: "control", BindAddr: "0.0.0.0", DataDir: "/var/lib/paceline",
-		Ports: Ports{API: 7480, Raft: 7481, Gossip: 7482, Coarse: 7483},
-		Lease: Lease{Duration: 400 * time.Millisecond, Margin: 40 * time.Millisecond}, LogLevel: "info"}
+		Ports:    Ports{API: 7480, Raft: 7481, Gossip: 7482, Coarse: 7483},
+		Raft:     Raft{Heartbeat: 150 * time.Millisecond, Election: 150 * time.Millisecond, LeaderLease: 100 * time.Millisecond},
+		LogLevel: "info"}
 	if !reflect.DeepEqual(d, want) {
 		t.Fatalf("Default() = %+v", d)
 	}
@@ -117,8 +119,9 @@ func TestLoadKeepsDefaultsOfUnsetFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := Default()
-	if c.Lease.Duration != 600*time.Millisecond || c.Lease.Margin != d.Lease.Margin {
-		t.Fatalf("lease %+v: a partly written section must keep the other defaults", c.Lease)
+	c.fillLease()
+	if c.Lease.Duration != 600*time.Millisecond || c.Lease.Margin != 60*time.Millisecond {
+		t.Fatalf("lease %+v: a written duration with no margin must get a tenth of it as margin", c.Lease)
 	}
 	if c.Ports != d.Ports || c.DataDir != d.DataDir || c.Role != d.Role || c.BindAddr != d.BindAddr || c.LogLevel != d.LogLevel {
 		t.Fatalf("defaults lost: %+v", c)
@@ -174,7 +177,9 @@ func TestValidate(t *testing.T) {
 		{"bootstrap negative", func(c *Config) { c.BootstrapExpect = -1 }, "bootstrapExpect: -1"},
 		{"bootstrap 8", func(c *Config) { c.BootstrapExpect = 8 }, "bootstrapExpect: 8"},
 		{"bad join", func(c *Config) { c.Join = []string{"a:1", "b:2", "10.0.0.3"} }, "join[2]:"},
-		{"margin zero", func(c *Config) { c.Lease.Margin = 0 }, "lease.margin:"},
+		{"margin negative", func(c *Config) { c.Lease.Margin = -time.Millisecond }, "lease.margin:"},
+		{"lease shorter than a leader change", func(c *Config) { c.Lease.Duration = 200 * time.Millisecond }, "lease.duration:"},
+		{"raft lease above heartbeat", func(c *Config) { c.Raft.LeaderLease = time.Second }, "raft.leaderLease:"},
 		{"margin half", func(c *Config) { c.Lease.Margin = 200 * time.Millisecond }, "lease.margin:"},
 		{"negative lease", func(c *Config) { c.Lease.Duration = -time.Second }, "lease.duration:"},
 		{"tls key missing", func(c *Config) { c.TLS = TLS{CA: "a", Cert: "b"} }, "tls:"},
@@ -204,7 +209,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		t.Fatal("zero config accepted")
 	}
 	for _, field := range []string{"nodeName:", "clusterName:", "role:", "bindAddr:", "ports.api:", "ports.raft:", "ports.gossip:", "ports.coarse:",
-		"dataDir:", "join:", "joinTokenFile:", "lease.duration:", "lease.margin:", "logLevel:"} {
+		"dataDir:", "join:", "joinTokenFile:", "raft.heartbeat:", "logLevel:"} {
 		if !strings.Contains(err.Error(), field) {
 			t.Errorf("error does not name %s:\n%v", field, err)
 		}

@@ -97,6 +97,14 @@ func (c *Coordinator) poke() {
 func (c *Coordinator) Run(ctx context.Context) error {
 	t := c.cfg.Table
 	t.BecameLeader(c.now())
+	// Nodes keep the lease timings they declared to earlier leaders.
+	c.cfg.FSM.Read(func(s *state.State) {
+		for _, n := range s.Nodes {
+			if n.LeaseMS > 0 {
+				t.Declare(n.Name, time.Duration(n.LeaseMS)*time.Millisecond, time.Duration(n.MarginMS)*time.Millisecond)
+			}
+		}
+	})
 	c.mu.Lock()
 	c.running = true
 	c.startIndex = c.cfg.FSM.Index()
@@ -163,7 +171,7 @@ func (c *Coordinator) Renew(r api.Renew) api.RenewAck {
 		return api.RenewAck{OK: false, Reason: fmt.Sprintf("node %s belongs to cluster %q, this is %q", r.Node, r.Cluster, c.cfg.Cluster)}
 	}
 	now := c.now()
-	if !c.cfg.Table.Ack(r.Node, now) {
+	if !c.cfg.Table.AckWith(r.Node, now, time.Duration(r.LeaseMS)*time.Millisecond, time.Duration(r.MarginMS)*time.Millisecond) {
 		return api.RenewAck{OK: false, Reason: "leadership not confirmed by a quorum"}
 	}
 	prev, had := c.reports[r.Node]
@@ -315,8 +323,10 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 	for _, name := range reporters {
 		rep := c.reports[name].r
 		n, ok := known[name]
-		if !ok || n.APIAddr != rep.APIAddr || n.RaftAddr != rep.RaftAddr || n.Role != rep.Role || !sameLabels(n.Labels, rep.Labels) {
-			if _, ok := propose(&state.Command{Type: state.CmdNodeUpsert, Node: &state.Node{Name: name, Role: rep.Role, APIAddr: rep.APIAddr, RaftAddr: rep.RaftAddr, Labels: rep.Labels}}); ok {
+		if !ok || n.APIAddr != rep.APIAddr || n.RaftAddr != rep.RaftAddr || n.Role != rep.Role || !sameLabels(n.Labels, rep.Labels) ||
+			n.LeaseMS != rep.LeaseMS || n.MarginMS != rep.MarginMS {
+			if _, ok := propose(&state.Command{Type: state.CmdNodeUpsert, Node: &state.Node{Name: name, Role: rep.Role, APIAddr: rep.APIAddr,
+				RaftAddr: rep.RaftAddr, Labels: rep.Labels, LeaseMS: rep.LeaseMS, MarginMS: rep.MarginMS}}); ok {
 				changed = true
 			}
 		}

@@ -104,11 +104,16 @@ type Table struct {
 	leaderSince time.Time
 	confirmed   time.Time
 	last        map[string]time.Time
+	// nodeP holds the lease timings a node declared (it self-fences with
+	// them); nodes without an entry use p.
+	nodeP map[string]Params
 }
 
 // NewTable returns an empty table; it acknowledges nothing until
 // BecameLeader and Confirmed are called.
-func NewTable(p Params) *Table { return &Table{p: p, last: map[string]time.Time{}} }
+func NewTable(p Params) *Table {
+	return &Table{p: p, last: map[string]time.Time{}, nodeP: map[string]Params{}}
+}
 
 // BecameLeader resets the table when this node becomes leader at now:
 // acknowledgements given by earlier leaders are unknown, so every holder is
@@ -119,6 +124,19 @@ func (t *Table) BecameLeader(now time.Time) {
 	t.leaderSince = now
 	t.confirmed = time.Time{}
 	t.last = map[string]time.Time{}
+	t.nodeP = map[string]Params{}
+}
+
+// Declare records the lease timings node uses (from the replicated node
+// record), so a new leader judges a node it has not heard from yet with
+// the node's own lease, not the table's default.
+func (t *Table) Declare(node string, l, margin time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	np := Params{L: l, Margin: margin, LeaderLeaseTimeout: t.p.LeaderLeaseTimeout}
+	if np.Validate() == nil {
+		t.nodeP[node] = np
+	}
 }
 
 // LostLeadership stops all acknowledgements.
@@ -128,6 +146,7 @@ func (t *Table) LostLeadership() {
 	t.leaderSince = time.Time{}
 	t.confirmed = time.Time{}
 	t.last = map[string]time.Time{}
+	t.nodeP = map[string]Params{}
 }
 
 // Confirmed records that a quorum confirmed this leader's leadership in a
@@ -144,8 +163,23 @@ func (t *Table) Confirmed(started time.Time) {
 // node is not a leader whose leadership was confirmed within
 // LeaderLeaseTimeout.
 func (t *Table) Ack(node string, now time.Time) bool {
+	return t.AckWith(node, now, 0, 0)
+}
+
+// AckWith is Ack for a node that declares its own lease L and margin (the
+// values it self-fences with; zero: the table's). The node's expiry is
+// judged with them from then on. Declared timings that are not safe on
+// their own (see Params.Validate) are refused.
+func (t *Table) AckWith(node string, now time.Time, l, margin time.Duration) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if l > 0 || margin > 0 {
+		np := Params{L: l, Margin: margin, LeaderLeaseTimeout: t.p.LeaderLeaseTimeout}
+		if np.Validate() != nil {
+			return false
+		}
+		t.nodeP[node] = np
+	}
 	if t.leaderSince.IsZero() || t.confirmed.IsZero() || now.Sub(t.confirmed) >= t.p.LeaderLeaseTimeout {
 		return false
 	}
@@ -160,6 +194,14 @@ func (t *Table) Forget(node string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.last, node)
+	delete(t.nodeP, node)
+}
+
+func (t *Table) paramsOf(node string) Params {
+	if np, ok := t.nodeP[node]; ok {
+		return np
+	}
+	return t.p
 }
 
 // ExpiresAt is the instant after which node is provably no longer holding
@@ -175,7 +217,8 @@ func (t *Table) expiresAt(node string) time.Time {
 	if l := t.last[node]; l.After(base) {
 		base = l
 	}
-	return base.Add(t.p.L + t.p.Margin)
+	p := t.paramsOf(node)
+	return base.Add(p.L + p.Margin)
 }
 
 // Expired reports whether node's lease has provably ended at now.
@@ -193,7 +236,8 @@ func (t *Table) Alive(node string, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	l, ok := t.last[node]
-	return ok && !now.After(l.Add(t.p.L+t.p.Margin))
+	p := t.paramsOf(node)
+	return ok && !now.After(l.Add(p.L+p.Margin))
 }
 
 // LastAck returns the last acknowledgement time of node (zero if none).

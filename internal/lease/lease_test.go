@@ -124,3 +124,39 @@ func TestNoOverlapAcrossLeaderChange(t *testing.T) {
 		}
 	})
 }
+
+// A node that declares a longer lease (remote nodes: 2 s) is judged with
+// it: the leader must not call it gone at the table's default L.
+func TestPerNodeLease(t *testing.T) {
+	t0 := time.Now()
+	tb := NewTable(p)
+	tb.BecameLeader(t0)
+	tb.Confirmed(t0)
+	long := 2 * time.Second
+	at := t0.Add(p.LeaderLeaseTimeout + time.Millisecond)
+	if !tb.AckWith("remote", at, long, long/10) {
+		t.Fatal("refused a valid declared lease")
+	}
+	h := NewHolder(Params{L: long, Margin: long / 10, LeaderLeaseTimeout: p.LeaderLeaseTimeout})
+	h.Acked(at)
+	for ms := 0; ms < 4000; ms += 5 {
+		now := at.Add(time.Duration(ms) * time.Millisecond)
+		if h.Valid(now) && tb.Expired("remote", now) {
+			t.Fatalf("overlap at +%dms: holder valid until %v, leader expiry %v", ms, h.Deadline().Sub(at), tb.ExpiresAt("remote").Sub(at))
+		}
+	}
+	if !tb.Expired("remote", at.Add(long+long/10+time.Millisecond)) {
+		t.Fatal("never expires")
+	}
+	// Unsafe declared timings are refused (and not stored).
+	if tb.AckWith("odd", at, 100*time.Millisecond, 60*time.Millisecond) {
+		t.Fatal("accepted margin ≥ L/2")
+	}
+	// A new leader learns declared leases from the node records.
+	tb2 := NewTable(p)
+	tb2.BecameLeader(t0)
+	tb2.Declare("remote", long, long/10)
+	if tb2.Expired("remote", t0.Add(p.LeaderLeaseTimeout+p.L+p.Margin+time.Millisecond)) {
+		t.Fatal("new leader used the default lease for a node that declared a longer one")
+	}
+}

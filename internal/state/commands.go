@@ -157,6 +157,7 @@ func (s *State) Apply(idx uint64, data []byte) Result {
 			s.addEvent(idx, c.Time, "node-joined", n.Name, "", fmt.Sprintf("node %s joined as %s", n.Name, c.Node.Role), 0)
 		}
 		n.Role, n.APIAddr, n.RaftAddr = c.Node.Role, c.Node.APIAddr, c.Node.RaftAddr
+		n.LeaseMS, n.MarginMS = c.Node.LeaseMS, c.Node.MarginMS
 		n.Labels = copyMap(c.Node.Labels)
 	case CmdNodeOnline:
 		n := s.Nodes[c.NodeName]

@@ -41,6 +41,9 @@ type Node struct {
 	Labels      map[string]string `json:"labels,omitempty"`
 	// Since is when Online last changed (leader's clock, carried in the command).
 	Since time.Time `json:"since"`
+	// LeaseMS and MarginMS are the hold-lease timings the node uses.
+	LeaseMS  int64 `json:"leaseMs,omitempty"`
+	MarginMS int64 `json:"marginMs,omitempty"`
 }
 
 // Assignment places one instance of a resource on a node. Epoch is the raft
