@@ -133,7 +133,7 @@ func TestPerNodeLease(t *testing.T) {
 	tb.BecameLeader(t0)
 	tb.Confirmed(t0)
 	long := 2 * time.Second
-	at := t0.Add(p.LeaderLeaseTimeout + time.Millisecond)
+	at := t0.Add(10 * time.Millisecond)
 	if !tb.AckWith("remote", at, long, long/10) {
 		t.Fatal("refused a valid declared lease")
 	}
