@@ -145,7 +145,7 @@ func TestPerNodeLease(t *testing.T) {
 			t.Fatalf("overlap at +%dms: holder valid until %v, leader expiry %v", ms, h.Deadline().Sub(at), tb.ExpiresAt("remote").Sub(at))
 		}
 	}
-	if !tb.Expired("remote", at.Add(long+long/10+time.Millisecond)) {
+	if !tb.Expired("remote", t0.Add(p.LeaderLeaseTimeout+long+long/10+time.Millisecond)) {
 		t.Fatal("never expires")
 	}
 	// Unsafe declared timings are refused (and not stored).
