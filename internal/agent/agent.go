@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
@@ -34,8 +35,12 @@ import (
 	"github.com/paceline/paceline/internal/executor"
 	"github.com/paceline/paceline/internal/httpapi"
 	"github.com/paceline/paceline/internal/lease"
+	"github.com/paceline/paceline/internal/metrics"
 	"github.com/paceline/paceline/internal/state"
 	"github.com/paceline/paceline/internal/tlsutil"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Agent is one running paceline agent.
@@ -47,6 +52,8 @@ type Agent struct {
 	apiAddr   string
 	lp        lease.Params
 	timings   consensus.Timings
+	registry  *prometheus.Registry
+	metrics   *metrics.Metrics
 
 	fsm    *state.FSM
 	cons   *consensus.Node
@@ -132,6 +139,9 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: log.With("node", cfg.NodeName), joinToken: tok, adv: cfg.Advertise(),
 		ready: make(chan struct{}), failures: make(chan api.Failure, 256), crash: make(chan struct{}), done: make(chan struct{})}
 	a.apiAddr = net.JoinHostPort(a.adv, strconv.Itoa(cfg.Ports.API))
+	a.registry = prometheus.NewRegistry()
+	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.metrics = metrics.New(a.registry)
 	a.timings = consensus.Timings{Heartbeat: cfg.Raft.Heartbeat, Election: cfg.Raft.Election, LeaderLeaseTimeout: cfg.Raft.LeaderLease}
 	a.lp = lease.Params{L: cfg.Lease.Duration, Margin: cfg.Lease.Margin, LeaderLeaseTimeout: a.timings.LeaderLeaseTimeout}
 	if err := a.lp.Validate(); err != nil {
@@ -207,7 +217,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.fwd = &http.Transport{TLSClientConfig: a.clientTLS, DialContext: a.net.DialContext}
 		srv.Transport = a.fwd
 	}
-	a.httpSrv = &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	a.httpSrv = &http.Server{Handler: a.withMetrics(srv), ReadHeaderTimeout: 10 * time.Second}
 
 	cons, err := consensus.Start(consensus.Config{NodeName: cfg.NodeName, ClusterName: cfg.ClusterName, Role: cfg.Role, DataDir: cfg.DataDir,
 		BindAddr: cfg.BindAddr, AdvertiseAddr: a.adv, RaftPort: cfg.Ports.Raft, GossipPort: cfg.Ports.Gossip, CoarsePort: cfg.Ports.Coarse,
@@ -400,9 +410,11 @@ func (a *Agent) leadership(ctx context.Context) {
 		case isLeader := <-ch:
 			stop()
 			if !isLeader {
+				a.metrics.Leader.Set(0)
 				a.log.Info("lost leadership")
 				continue
 			}
+			a.metrics.Leader.Set(1)
 			a.log.Info("became leader")
 			lctx, c := context.WithCancel(ctx)
 			cancel = c
@@ -428,7 +440,7 @@ func (a *Agent) lead(ctx context.Context) {
 			return
 		}
 	}
-	c := coordinator.New(coordinator.Config{Cluster: a.cfg.ClusterName, FSM: a.fsm, Raft: a, Lease: a.lp, Table: a.table, Logger: a.log.With("sub", "coordinator")})
+	c := coordinator.New(coordinator.Config{Cluster: a.cfg.ClusterName, FSM: a.fsm, Raft: a, Lease: a.lp, Table: a.table, Logger: a.log.With("sub", "coordinator"), Metrics: a.metrics})
 	a.mu.Lock()
 	a.coord = c
 	a.mu.Unlock()
@@ -577,4 +589,29 @@ func isTLSMismatch(err error) bool {
 		}
 	}
 	return false
+}
+
+// withMetrics serves GET /metrics (Prometheus text format; a read-only or
+// operator bearer token is required) in front of the API.
+func (a *Agent) withMetrics(next http.Handler) http.Handler {
+	prom := promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		ok := tok != "" && a.TokenRole(tok) != ""
+		if a.cfg.Role != "control" {
+			// Remote nodes hold no token hashes: they take the join token.
+			ok = tok != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(a.joinToken)) == 1
+		}
+		if !ok {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprintln(w, `{"status":401,"error":"unauthorized: /metrics needs a read-only or operator bearer token (Prometheus: authorization.credentials_file)"}`)
+			return
+		}
+		prom.ServeHTTP(w, r)
+	})
 }

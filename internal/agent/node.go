@@ -69,6 +69,7 @@ func (a *Agent) currentLeaderAPI() string {
 }
 
 func (a *Agent) renewRequest() api.Renew {
+	a.observeInstances()
 	r := api.Renew{Node: a.cfg.NodeName, Cluster: a.cfg.ClusterName, Role: a.cfg.Role, APIAddr: a.apiAddr, Labels: a.cfg.Labels,
 		Applied: a.exec.Applied(), Active: a.exec.Active(), Leaving: a.leaving.Load(),
 		LeaseMS: a.lp.L.Milliseconds(), MarginMS: a.lp.Margin.Milliseconds()}
@@ -86,9 +87,15 @@ func (a *Agent) renewOnce(ctx context.Context, addr string, req api.Renew, timeo
 	sent := time.Now()
 	err := a.peerClient(addr).Do(cctx, "POST", "/v1/internal/renew", req, &ack)
 	if err != nil {
+		a.metrics.Renewals.WithLabelValues("error").Inc()
 		return ack, err
 	}
+	if !ack.OK {
+		a.metrics.Renewals.WithLabelValues("refused").Inc()
+	}
 	if ack.OK {
+		a.metrics.Renewals.WithLabelValues("ok").Inc()
+		a.metrics.RenewLatency.Observe(time.Since(sent).Seconds())
 		wasValid := a.holder.Valid(time.Now())
 		a.holder.Acked(sent)
 		a.setLeaderAPI(addr)
@@ -231,9 +238,11 @@ func (a *Agent) fenceLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		now := time.Now()
+		a.metrics.LeaseValid.Set(map[bool]float64{true: 1, false: 0}[a.holder.Valid(now)])
 		if a.exec.HasExclusive() && !a.holder.Valid(now) {
 			killed := a.exec.SelfFence()
 			if len(killed) > 0 {
+				a.metrics.SelfFences.Inc()
 				a.log.Warn("hold lease expired: self-fenced exclusive resources", "killed", killed, "deadline", a.holder.Deadline().Format(time.RFC3339Nano))
 			}
 		}
@@ -308,4 +317,15 @@ func retryDelay(n int, interval time.Duration) time.Duration {
 		d = interval
 	}
 	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+// observeInstances updates the instance gauge from the executor.
+func (a *Agent) observeInstances() {
+	counts := map[string]float64{"starting": 0, "running": 0, "stopping": 0, "failed": 0}
+	for _, i := range a.exec.Active() {
+		counts[i.State]++
+	}
+	for st, n := range counts {
+		a.metrics.Instances.WithLabelValues(st).Set(n)
+	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/paceline/paceline/api"
 	"github.com/paceline/paceline/internal/lease"
+	"github.com/paceline/paceline/internal/metrics"
 	"github.com/paceline/paceline/internal/scheduler"
 	"github.com/paceline/paceline/internal/spec"
 	"github.com/paceline/paceline/internal/state"
@@ -43,6 +44,8 @@ type Config struct {
 	Table   *lease.Table
 	Logger  *slog.Logger
 	Now     func() time.Time
+	// Metrics, optional.
+	Metrics *metrics.Metrics
 }
 
 type report struct {
@@ -253,6 +256,10 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
+	if m := c.cfg.Metrics; m != nil {
+		start := time.Now()
+		defer func() { m.PlanDuration.Observe(time.Since(start).Seconds()) }()
+	}
 	t := c.cfg.Table
 	var (
 		nodes   []state.Node
@@ -294,6 +301,9 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 		res, err := c.cfg.Raft.Propose(pctx, cmd)
 		if err == nil {
 			err = res.Err
+		}
+		if m := c.cfg.Metrics; m != nil {
+			m.Proposals.WithLabelValues(cmd.Type, map[bool]string{true: "ok", false: "error"}[err == nil]).Inc()
 		}
 		if err != nil {
 			c.log.Warn("proposal failed", "type", cmd.Type, "err", err)
@@ -498,6 +508,10 @@ func (c *Coordinator) noteRecoveries(assign map[string]state.Assignment, propose
 			if ai.Resource == a.Resource && ai.Slot == a.Slot && ai.State == "running" && ai.Epoch >= a.Epoch {
 				down := rep.at.Sub(rc.since)
 				delete(c.recoveries, k)
+				if m := c.cfg.Metrics; m != nil {
+					m.Recoveries.Inc()
+					m.RecoverySeconds.Observe(down.Seconds())
+				}
 				propose(&state.Command{Type: state.CmdEvent, Events: []state.Event{{Type: "resource-recovered", Node: rc.to, Resource: a.Resource,
 					Message: fmt.Sprintf("%s recovered on %s after %s was lost (≤ %d ms since its last renewal)", k, rc.to, rc.from, down.Milliseconds()), DowntimeMS: down.Milliseconds()}}})
 			}
