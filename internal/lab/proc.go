@@ -227,8 +227,23 @@ func (l *Lab) Kill(h *Host) error {
 func (l *Lab) dropInFlight(h *Host) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if out, err := l.Exec(ctx, h, "ss", "-K", "-t", "-a", "-n"); err != nil {
-		return fmt.Errorf("destroy orphaned sockets: %w: %s", err, out)
+	// Sockets of processes still finishing their exit appear a moment
+	// later: destroy until none is left (bounded).
+	for i := 0; ; i++ {
+		if out, err := l.Exec(ctx, h, "ss", "-K", "-t", "-a", "-n"); err != nil {
+			return fmt.Errorf("destroy orphaned sockets: %w: %s", err, out)
+		}
+		out, err := l.Exec(ctx, h, "ss", "-t", "-a", "-n", "-H")
+		if err != nil {
+			return fmt.Errorf("list sockets: %w", err)
+		}
+		if strings.TrimSpace(string(out)) == "" {
+			break
+		}
+		if i >= 50 {
+			return fmt.Errorf("TCP sockets survive the power loss (kernel without INET_DIAG_DESTROY?):\n%s", out)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	for _, state := range []string{"down", "up"} {
 		if out, err := l.Exec(ctx, h, "ip", "link", "set", h.Iface, state); err != nil {
