@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -595,8 +596,12 @@ func isTLSMismatch(err error) bool {
 // operator bearer token is required) in front of the API.
 func (a *Agent) withMetrics(next http.Handler) http.Handler {
 	prom := promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{})
+	// PACELINE_PPROF=1 also serves Go's profiler at /debug/pprof/ (same
+	// token rule), for diagnosing an agent in the field.
+	debug := os.Getenv("PACELINE_PPROF") == "1"
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/metrics" {
+		isDebug := debug && strings.HasPrefix(r.URL.Path, "/debug/pprof/")
+		if r.URL.Path != "/metrics" && !isDebug {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -610,6 +615,17 @@ func (a *Agent) withMetrics(next http.Handler) http.Handler {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusUnauthorized)
 			fmt.Fprintln(w, `{"status":401,"error":"unauthorized: /metrics needs a read-only or operator bearer token (Prometheus: authorization.credentials_file)"}`)
+			return
+		}
+		if isDebug {
+			switch strings.TrimPrefix(r.URL.Path, "/debug/pprof/") {
+			case "profile":
+				pprof.Profile(w, r)
+			case "trace":
+				pprof.Trace(w, r)
+			default:
+				pprof.Index(w, r)
+			}
 			return
 		}
 		prom.ServeHTTP(w, r)

@@ -229,23 +229,35 @@ func (a *Agent) watchLoop(ctx context.Context) {
 
 // fenceLoop kills exclusive instances the moment the lease runs out.
 func (a *Agent) fenceLoop(ctx context.Context) {
-	t := time.NewTicker(5 * time.Millisecond)
-	defer t.Stop()
+	// Sleep until the lease deadline (or a short poll while nothing
+	// exclusive runs): an idle node must not wake hundreds of times a
+	// second, yet a holder must act within milliseconds of its deadline.
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-timer.C:
 		}
 		now := time.Now()
-		a.metrics.LeaseValid.Set(map[bool]float64{true: 1, false: 0}[a.holder.Valid(now)])
-		if a.exec.HasExclusive() && !a.holder.Valid(now) {
+		valid := a.holder.Valid(now)
+		a.metrics.LeaseValid.Set(map[bool]float64{true: 1, false: 0}[valid])
+		if !valid && a.exec.HasExclusive() {
 			killed := a.exec.SelfFence()
 			if len(killed) > 0 {
 				a.metrics.SelfFences.Inc()
 				a.log.Warn("hold lease expired: self-fenced exclusive resources", "killed", killed, "deadline", a.holder.Deadline().Format(time.RFC3339Nano))
 			}
 		}
+		next := 100 * time.Millisecond // nothing exclusive starts without a valid lease, which lasts far longer; poll lightly
+		if valid {
+			next = time.Until(a.holder.Deadline())
+			if next < time.Millisecond {
+				next = time.Millisecond
+			}
+		}
+		timer.Reset(next)
 	}
 }
 

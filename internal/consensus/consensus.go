@@ -260,11 +260,13 @@ func (n *Node) startGossip() error {
 			mc.PushPullInterval = 10 * time.Second
 			mc.TCPTimeout = 2 * time.Second
 		} else {
+			// The coarse pool is for discovery and display: losing a node
+			// is decided by its lease, so hundreds of members gossip lazily.
 			mc = memberlist.DefaultLANConfig()
-			mc.ProbeInterval = 2 * time.Second
-			mc.ProbeTimeout = time.Second
-			mc.GossipInterval = 500 * time.Millisecond
-			mc.PushPullInterval = 60 * time.Second
+			mc.ProbeInterval = 5 * time.Second
+			mc.ProbeTimeout = 2 * time.Second
+			mc.GossipInterval = time.Second
+			mc.PushPullInterval = 120 * time.Second
 		}
 		mc.Name = c.NodeName
 		mc.BindAddr = c.BindAddr
