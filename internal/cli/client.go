@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -134,6 +136,37 @@ func formatEvent(ev api.Event) string {
 	return fmt.Sprintf("%s  %-18s %s", ev.Time.Local().Format("2006-01-02 15:04:05.000"), ev.Type, ev.Message)
 }
 
+// clientCmd is a parsed client command, connected and with a deadline.
+type clientCmd struct {
+	cf   clientFlags
+	c    *api.Client
+	pos  []string
+	ctx  context.Context
+	stop context.CancelFunc
+}
+
+// startClient parses a client command's flags (the shared ones plus those
+// addFlags registers) and builds its client. When code is not ExitOK the
+// command must return it.
+func startClient(e *env, name, usage string, args []string, addFlags func(fs *flag.FlagSet)) (cmd *clientCmd, code int) {
+	cmd = &clientCmd{}
+	fs := newFlagSet(e, name, usage)
+	cmd.cf.register(fs)
+	if addFlags != nil {
+		addFlags(fs)
+	}
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return nil, ExitUsage
+	}
+	cmd.pos = pos
+	if cmd.c, err = cmd.cf.client(); err != nil {
+		return nil, fail(e, err)
+	}
+	cmd.ctx, cmd.stop = cmd.cf.ctx()
+	return cmd, ExitOK
+}
+
 func readSpecFile(path string, stdin io.Reader) ([]byte, error) {
 	if path == "" {
 		return nil, fmt.Errorf("no spec file: pass -f spec.yaml (or -f - for stdin)")
@@ -149,27 +182,24 @@ func readSpecFile(path string, stdin io.Reader) ([]byte, error) {
 }
 
 func cmdApply(e *env, args []string) int {
-	var cf clientFlags
-	fs := newFlagSet(e, "apply", "apply -f spec.yaml [--dry-run] [--comment TEXT]")
-	cf.register(fs)
-	file := fs.String("f", "", "spec file (- for stdin)")
-	dry := fs.Bool("dry-run", false, "show what would change, change nothing")
-	comment := fs.String("comment", "", "note recorded in the spec history")
-	if _, err := parseFlags(fs, args); err != nil {
-		return ExitUsage
+	var file, comment *string
+	var dry *bool
+	cmd, code := startClient(e, "apply", "apply -f spec.yaml [--dry-run] [--comment TEXT]", args, func(fs *flag.FlagSet) {
+		file = fs.String("f", "", "spec file (- for stdin)")
+		dry = fs.Bool("dry-run", false, "show what would change, change nothing")
+		comment = fs.String("comment", "", "note recorded in the spec history")
+	})
+	if code != ExitOK {
+		return code
 	}
+	defer cmd.stop()
+	cf := cmd.cf
 	doc, err := readSpecFile(*file, e.stdin)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "error: %v\n", err)
 		return ExitUsage
 	}
-	c, err := cf.client()
-	if err != nil {
-		return fail(e, err)
-	}
-	ctx, cancel := cf.ctx()
-	defer cancel()
-	res, err := c.Apply(ctx, doc, *dry, *comment)
+	res, err := cmd.c.Apply(cmd.ctx, doc, *dry, *comment)
 	if err != nil {
 		return fail(e, err)
 	}
@@ -202,21 +232,17 @@ func cmdSpec(e *env, args []string) int {
 		return ExitUsage
 	}
 	sub, args := args[0], args[1:]
-	var cf clientFlags
-	fs := newFlagSet(e, "spec "+sub, "spec "+sub)
-	cf.register(fs)
-	file := fs.String("f", "", "spec file (diff)")
-	version := fs.Int("version", 0, "spec version (get)")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return ExitUsage
+	var file *string
+	var version *int
+	cmd, code := startClient(e, "spec "+sub, "spec "+sub, args, func(fs *flag.FlagSet) {
+		file = fs.String("f", "", "spec file (diff)")
+		version = fs.Int("version", 0, "spec version (get)")
+	})
+	if code != ExitOK {
+		return code
 	}
-	c, err := cf.client()
-	if err != nil {
-		return fail(e, err)
-	}
-	ctx, cancel := cf.ctx()
-	defer cancel()
+	defer cmd.stop()
+	c, ctx, cf, pos := cmd.c, cmd.ctx, cmd.cf, cmd.pos
 	switch sub {
 	case "get":
 		d, err := c.SpecVersionYAML(ctx, *version)
@@ -295,19 +321,13 @@ func cmdNode(e *env, args []string) int {
 		return ExitUsage
 	}
 	sub, args := args[0], args[1:]
-	var cf clientFlags
-	fs := newFlagSet(e, "node "+sub, "node "+sub+" [NODE]")
-	cf.register(fs)
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return ExitUsage
+	cmd, code := startClient(e, "node "+sub, "node "+sub+" [NODE]", args, nil)
+	if code != ExitOK {
+		return code
 	}
-	c, err := cf.client()
-	if err != nil {
-		return fail(e, err)
-	}
-	ctx, cancel := cf.ctx()
-	defer cancel()
+	defer cmd.stop()
+	c, ctx, cf, pos := cmd.c, cmd.ctx, cmd.cf, cmd.pos
+	var err error
 	switch sub {
 	case "list":
 		ns, err := c.Nodes(ctx)
@@ -362,22 +382,20 @@ func cmdResource(e *env, args []string) int {
 		fmt.Fprintln(e.stderr, "usage: paceline resource cleanup NAME [--node NODE]")
 		return ExitUsage
 	}
-	var cf clientFlags
-	fs := newFlagSet(e, "resource cleanup", "resource cleanup NAME [--node NODE]")
-	cf.register(fs)
-	node := fs.String("node", "", "only this node's fail count")
-	pos, err := parseFlags(fs, args[1:])
-	if err != nil || len(pos) != 1 {
-		fs.Usage()
+	var node *string
+	cmd, code := startClient(e, "resource cleanup", "resource cleanup NAME [--node NODE]", args[1:], func(fs *flag.FlagSet) {
+		node = fs.String("node", "", "only this node's fail count")
+	})
+	if code != ExitOK {
+		return code
+	}
+	defer cmd.stop()
+	pos := cmd.pos
+	if len(pos) != 1 {
+		fmt.Fprintln(e.stderr, "usage: paceline resource cleanup NAME [--node NODE]")
 		return ExitUsage
 	}
-	c, err := cf.client()
-	if err != nil {
-		return fail(e, err)
-	}
-	ctx, cancel := cf.ctx()
-	defer cancel()
-	if err := c.Cleanup(ctx, pos[0], *node); err != nil {
+	if err := cmd.c.Cleanup(cmd.ctx, pos[0], *node); err != nil {
 		return fail(e, err)
 	}
 	fmt.Fprintf(e.stdout, "fail counts of %s cleared\n", pos[0])

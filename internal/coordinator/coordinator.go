@@ -324,20 +324,25 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 	for _, n := range nodes {
 		known[n.Name] = n
 	}
-	changed := false
+	// All node-record changes of a round go into one raft entry: hundreds
+	// of nodes joining at once must not mean hundreds of commits while
+	// renewals wait for this round.
+	var batch []state.Command
 	reporters := make([]string, 0, len(c.reports))
 	for n := range c.reports {
 		reporters = append(reporters, n)
 	}
 	sort.Strings(reporters)
+	on, off := true, false
 	for _, name := range reporters {
 		rep := c.reports[name].r
 		n, ok := known[name]
 		if !ok || n.APIAddr != rep.APIAddr || n.RaftAddr != rep.RaftAddr || n.Role != rep.Role || !sameLabels(n.Labels, rep.Labels) ||
 			n.LeaseMS != rep.LeaseMS || n.MarginMS != rep.MarginMS {
-			if _, ok := propose(&state.Command{Type: state.CmdNodeUpsert, Node: &state.Node{Name: name, Role: rep.Role, APIAddr: rep.APIAddr,
-				RaftAddr: rep.RaftAddr, Labels: rep.Labels, LeaseMS: rep.LeaseMS, MarginMS: rep.MarginMS}}); ok {
-				changed = true
+			batch = append(batch, state.Command{Type: state.CmdNodeUpsert, Node: &state.Node{Name: name, Role: rep.Role, APIAddr: rep.APIAddr,
+				RaftAddr: rep.RaftAddr, Labels: rep.Labels, LeaseMS: rep.LeaseMS, MarginMS: rep.MarginMS}})
+			if !ok && t.Alive(name, now) && !rep.Leaving {
+				batch = append(batch, state.Command{Type: state.CmdNodeOnline, NodeName: name, Online: &on})
 			}
 		}
 	}
@@ -348,21 +353,22 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 			if c.released[n.Name] {
 				reason = "shut down cleanly"
 			}
-			on := false
-			if _, ok := propose(&state.Command{Type: state.CmdNodeOnline, NodeName: n.Name, Online: &on, Reason: reason}); ok {
-				changed = true
-			}
+			batch = append(batch, state.Command{Type: state.CmdNodeOnline, NodeName: n.Name, Online: &off, Reason: reason})
 		} else if !n.Online && alive {
-			on := true
-			if _, ok := propose(&state.Command{Type: state.CmdNodeOnline, NodeName: n.Name, Online: &on}); ok {
-				changed = true
-			}
+			batch = append(batch, state.Command{Type: state.CmdNodeOnline, NodeName: n.Name, Online: &on})
 		} else if n.Online {
 			soon(t.ExpiresAt(n.Name))
 		}
 	}
-	if changed {
-		return now // re-read state next round
+	if len(batch) > 0 {
+		cmd := &batch[0]
+		if len(batch) > 1 {
+			cmd = &state.Command{Type: state.CmdBatch, Batch: batch}
+		}
+		if _, ok := propose(cmd); ok {
+			return now // re-read state next round
+		}
+		return now.Add(100 * time.Millisecond)
 	}
 	// 2. Failures older than failureTimeout are forgotten.
 	for _, rn := range expire {

@@ -23,6 +23,7 @@ const (
 	CmdFailure    = "failure"     // a resource instance failed on a node
 	CmdCleanup    = "cleanup"     // forget fail counts (and unblock)
 	CmdEvent      = "event"       // free-form event
+	CmdBatch      = "batch"       // several commands in one entry, applied in order
 )
 
 // Command is one raft log entry. Time and any random values are chosen by
@@ -59,6 +60,9 @@ type Command struct {
 	Block bool `json:"block,omitempty"`
 	// NoCount records a failure without counting it (onFail: ignore).
 	NoCount bool `json:"noCount,omitempty"`
+
+	// Batch holds the sub-commands of a batch.
+	Batch []Command `json:"batch,omitempty"`
 }
 
 // Encode serialises a command for the log.
@@ -94,8 +98,30 @@ func (s *State) Apply(idx uint64, data []byte) Result {
 		return Result{Index: idx}
 	}
 	s.Index = idx
+	return s.apply(idx, &c)
+}
+
+// apply applies one decoded command at idx (the index check is done).
+func (s *State) apply(idx uint64, c *Command) Result {
 	res := Result{Index: idx}
 	switch c.Type {
+	case CmdBatch:
+		// Sub-commands apply in order at the same index; one that is
+		// refused changes nothing and does not stop the others.
+		for i := range c.Batch {
+			sub := &c.Batch[i]
+			if sub.Type == CmdBatch {
+				res.Err = errors.Join(res.Err, fmt.Errorf("%w: nested batch", ErrRejected))
+				continue
+			}
+			if sub.Time.IsZero() {
+				sub.Time = c.Time
+			}
+			if r := s.apply(idx, sub); r.Err != nil {
+				res.Err = errors.Join(res.Err, r.Err)
+			}
+		}
+		return res
 	case CmdInit:
 		if s.ClusterName != "" && s.ClusterName != c.ClusterName {
 			res.Err = fmt.Errorf("%w: cluster is already named %q", ErrRejected, s.ClusterName)
