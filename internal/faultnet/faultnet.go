@@ -189,9 +189,12 @@ func (n *Net) tcpUpLocked(a, b string) bool {
 }
 
 // track registers c unless its link is cut (then it closes c and says so).
-func (n *Net) track(c *Conn) bool {
+func (n *Net) track(c *Conn, dropped *int) bool {
 	n.mu.Lock()
 	if !n.tcpUpLocked(c.local, c.remote) {
+		if dropped != nil {
+			*dropped++ // counted before the close the peer can observe
+		}
 		n.mu.Unlock()
 		_ = c.Conn.Close()
 		return false
@@ -306,7 +309,7 @@ func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn,
 		return nil, err
 	}
 	tc := &Conn{Conn: c, n: h.n, local: h.ip, remote: remote}
-	if !h.n.track(tc) {
+	if !h.n.track(tc, nil) {
 		return nil, &net.OpError{Op: "dial", Net: network, Addr: staticAddr{network, addr}, Err: &cutError{h.ip, remote, syscall.ECONNRESET}}
 	}
 	return tc, nil
@@ -344,10 +347,7 @@ func (l *listener) Accept() (net.Conn, error) {
 // adopt tracks an accepted connection, or closes it if its link is cut.
 func (h *Host) adopt(c net.Conn) *Conn {
 	tc := &Conn{Conn: c, n: h.n, local: h.ip, remote: ipOf(c.RemoteAddr().String())}
-	if !h.n.track(tc) {
-		h.n.mu.Lock()
-		h.n.stats.AcceptsDropped++
-		h.n.mu.Unlock()
+	if !h.n.track(tc, &h.n.stats.AcceptsDropped) {
 		return nil
 	}
 	return tc
