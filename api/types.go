@@ -144,6 +144,10 @@ type Renew struct {
 	Active  []ActiveInstance `json:"active"`
 	// Leaving tells the leader the node is shutting down and runs nothing anymore.
 	Leaving bool `json:"leaving,omitempty"`
+	// Incarnation identifies the agent process (random at start) and Seq
+	// orders its reports, so a late report never overrides a newer one.
+	Incarnation string `json:"incarnation,omitempty"`
+	Seq         uint64 `json:"seq,omitempty"`
 	// LeaseMS and MarginMS are the node's own hold-lease timings; the
 	// leader judges this node's expiry with the same numbers.
 	LeaseMS  int64 `json:"leaseMs,omitempty"`

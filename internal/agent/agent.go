@@ -77,6 +77,8 @@ type Agent struct {
 	leaving   atomic.Bool
 
 	assignments coordinator.AssignmentCache
+	incarnation string        // random per process: orders this process's reports
+	renewSeq    atomic.Uint64 // sequence of renewal reports
 
 	// leaderChanged (under mu) is closed and reset when leaderAPI changes.
 	leaderChanged chan struct{}
@@ -140,6 +142,7 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: log.With("node", cfg.NodeName), joinToken: tok, adv: cfg.Advertise(),
 		ready: make(chan struct{}), failures: make(chan api.Failure, 256), crash: make(chan struct{}), done: make(chan struct{})}
 	a.apiAddr = net.JoinHostPort(a.adv, strconv.Itoa(cfg.Ports.API))
+	a.incarnation = randToken()[:16]
 	a.registry = prometheus.NewRegistry()
 	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics = metrics.New(a.registry)

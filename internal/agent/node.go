@@ -72,7 +72,8 @@ func (a *Agent) renewRequest() api.Renew {
 	a.observeInstances()
 	r := api.Renew{Node: a.cfg.NodeName, Cluster: a.cfg.ClusterName, Role: a.cfg.Role, APIAddr: a.apiAddr, Labels: a.cfg.Labels,
 		Applied: a.exec.Applied(), Active: a.exec.Active(), Leaving: a.leaving.Load(),
-		LeaseMS: a.lp.L.Milliseconds(), MarginMS: a.lp.Margin.Milliseconds()}
+		LeaseMS: a.lp.L.Milliseconds(), MarginMS: a.lp.Margin.Milliseconds(),
+		Incarnation: a.incarnation, Seq: a.renewSeq.Add(1)}
 	if a.cfg.Role == "control" {
 		r.RaftAddr = net.JoinHostPort(a.adv, strconv.Itoa(a.cfg.Ports.Raft))
 	}

@@ -278,21 +278,17 @@ func (n *Node) Start() {
 
 // Stop stops the node gracefully (its Run context ends) and waits.
 func (n *Node) Stop() {
-	n.mu.Lock()
-	a, cancel, exited := n.ag, n.cancel, n.exited
-	n.ag = nil
-	n.mu.Unlock()
-	if a == nil {
-		return
-	}
-	n.c.Logf("stopping %s", n.Name)
-	cancel()
-	<-exited
-	n.c.Logf("stopped %s", n.Name)
+	n.halt("stopp", func(_ *agent.Agent, cancel context.CancelFunc) { cancel() })
 }
 
 // Crash stops the node abruptly (agent.Crash) and waits.
 func (n *Node) Crash() {
+	n.halt("crash", func(a *agent.Agent, _ context.CancelFunc) { a.Crash() })
+}
+
+// halt ends a running node with how and waits for its Run to return;
+// verb names it in the log ("stopp" + "ing"/"ed").
+func (n *Node) halt(verb string, how func(*agent.Agent, context.CancelFunc)) {
 	n.mu.Lock()
 	a, cancel, exited := n.ag, n.cancel, n.exited
 	n.ag = nil
@@ -300,11 +296,11 @@ func (n *Node) Crash() {
 	if a == nil {
 		return
 	}
-	n.c.Logf("crashing %s", n.Name)
-	a.Crash()
+	n.c.Logf("%sing %s", verb, n.Name)
+	how(a, cancel)
 	<-exited
 	cancel()
-	n.c.Logf("crashed %s", n.Name)
+	n.c.Logf("%sed %s", verb, n.Name)
 }
 
 // Agent returns the running agent once it has been ready (held a lease)

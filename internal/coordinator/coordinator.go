@@ -178,6 +178,12 @@ func (c *Coordinator) Renew(r api.Renew) api.RenewAck {
 		return api.RenewAck{OK: false, Reason: "leadership not confirmed by a quorum"}
 	}
 	prev, had := c.reports[r.Node]
+	if had && r.Incarnation != "" && r.Incarnation == prev.r.Incarnation && r.Seq < prev.r.Seq {
+		// A renewal overtaken by a newer one of the same process (e.g. a
+		// report sent before "leaving" that arrives after it): the lease
+		// ack above stands, the stale report is ignored.
+		return api.RenewAck{OK: true, Index: c.cfg.FSM.Index()}
+	}
 	c.reports[r.Node] = report{r: r, at: now}
 	if r.Leaving {
 		c.released[r.Node] = len(r.Active) == 0

@@ -679,3 +679,35 @@ func TestNewLeaderSilentHolderOnStandbyWaits(t *testing.T) {
 		t.Fatalf("not moved after n1's lease ended: %+v %v", b, ok)
 	}
 }
+
+// A report sent before "leaving" that arrives after it (same process, lower
+// sequence number) must not undo the release: the slot moves at once and
+// the event says the node shut down cleanly, not that its lease expired.
+func TestLateReportDoesNotUndoLeaving(t *testing.T) {
+	x := newHarness(t, vip())
+	a := placeVIP(x)
+	x.c.Renew(api.Renew{Node: "n1", Cluster: "c1", Role: state.RoleControl, APIAddr: "n1:7480", Applied: x.fsm.Index(),
+		Active: []api.ActiveInstance{running(a)}, Incarnation: "p1", Seq: 5})
+	x.c.Renew(api.Renew{Node: "n1", Cluster: "c1", Role: state.RoleControl, APIAddr: "n1:7480", Applied: x.fsm.Index(),
+		Leaving: true, Incarnation: "p1", Seq: 7})
+	// The overtaken report (seq 6, still running) arrives last.
+	x.c.Renew(api.Renew{Node: "n1", Cluster: "c1", Role: state.RoleControl, APIAddr: "n1:7480", Applied: x.fsm.Index(),
+		Active: []api.ActiveInstance{running(a)}, Incarnation: "p1", Seq: 6})
+	x.renewAll("n2", "n3")
+	x.settle()
+	b, ok := x.holder("vip:0")
+	if !ok || b.Node == "n1" {
+		t.Fatalf("a stale report kept the slot on the leaving node: %+v %v", b, ok)
+	}
+	for _, e := range x.events("resource-recover") {
+		if !strings.Contains(e.Message, "shut down cleanly") {
+			t.Fatalf("recovery event %q", e.Message)
+		}
+	}
+	// A new process of the same node (new incarnation) is heard again.
+	x.c.Renew(api.Renew{Node: "n1", Cluster: "c1", Role: state.RoleControl, APIAddr: "n1:7480", Applied: x.fsm.Index(), Incarnation: "p2", Seq: 1})
+	x.settle()
+	if !x.node("n1").Online {
+		t.Fatal("restarted node not online")
+	}
+}
