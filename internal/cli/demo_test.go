@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -37,7 +38,7 @@ func TestDemo(t *testing.T) {
 	}
 	bin := buildPaceline(t)
 	dir := t.TempDir()
-	base := 27480 + os.Getpid()%500*4
+	base := 27480 + (os.Getpid()+int(time.Now().UnixNano()/1e6))%400*4
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "demo", "--dir", dir, "--port", strconv.Itoa(base), "--for", "150s")
@@ -55,15 +56,19 @@ func TestDemo(t *testing.T) {
 		_ = cmd.Process.Signal(os.Interrupt)
 		_ = cmd.Wait()
 	})
+	var mu sync.Mutex
 	var lines []string
 	up := make(chan []string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		sent := false
 		for sc.Scan() {
+			mu.Lock()
 			lines = append(lines, sc.Text())
+			snapshot := append([]string(nil), lines...)
+			mu.Unlock()
 			if !sent && strings.Contains(sc.Text(), "Stop the demo with Ctrl-C") {
-				up <- append([]string(nil), lines...)
+				up <- snapshot
 				sent = true
 			}
 		}
@@ -73,7 +78,14 @@ func TestDemo(t *testing.T) {
 	select {
 	case out = <-up:
 	case <-ctx.Done():
-		t.Fatalf("demo did not come up; output so far:\n%s", strings.Join(lines, "\n"))
+		mu.Lock()
+		defer mu.Unlock()
+		logs := ""
+		for _, n := range []string{"n1", "n2", "n3"} {
+			b, _ := os.ReadFile(filepath.Join(dir, n+".log"))
+			logs += fmt.Sprintf("\n--- %s.log (tail)\n%s", n, tail(string(b), 15))
+		}
+		t.Fatalf("demo did not come up; output so far:\n%s%s", strings.Join(lines, "\n"), logs)
 	}
 	text := strings.Join(out, "\n")
 	if !strings.Contains(text, "The demo cluster is up") {
@@ -98,6 +110,14 @@ func TestDemo(t *testing.T) {
 	}
 	moved := get(t, ctx, webURL, "hello from "+m[2])
 	t.Logf("after killing %s: %s", m[2], strings.TrimSpace(moved))
+}
+
+func tail(s string, n int) string {
+	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
 }
 
 // get polls url until it answers 200 with a body not containing not.
