@@ -346,3 +346,12 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestRuleRefCycle(t *testing.T) {
+	m := mustParse(t, `<cib><configuration><constraints><rsc_location id="l" rsc="a">
+<rule id="r" score="1"><rule id-ref="r"/><expression id="e" attribute="x" operation="defined"/></rule>
+</rsc_location></constraints></configuration></cib>`)
+	if len(m.Locations[0].Rules) != 1 || len(m.Locations[0].Rules[0].Rules) != 0 || len(m.Unsupported) != 1 {
+		t.Errorf("rules %+v unsupported %q", m.Locations[0].Rules, m.Unsupported)
+	}
+}

@@ -39,6 +39,8 @@ func Parse(r io.Reader) (*Model, error) {
 type parser struct {
 	m   *Model
 	ids map[string]*elem
+	// inRule holds the rules being read, to refuse an id-ref cycle.
+	inRule map[*elem]bool
 }
 
 func (p *parser) index(e *elem) {
@@ -224,6 +226,15 @@ func (p *parser) rule(e0 *elem) (*Rule, error) {
 	if !ok {
 		return nil, nil
 	}
+	if p.inRule[e] {
+		p.unsupported(e0, "rule id-ref cycle")
+		return nil, nil
+	}
+	if p.inRule == nil {
+		p.inRule = map[*elem]bool{}
+	}
+	p.inRule[e] = true
+	defer delete(p.inRule, e)
 	r := &Rule{ID: e.attr("id"), ScoreAttribute: e.attr("score-attribute"), BooleanOp: e.attr("boolean-op"), Role: e.attr("role")}
 	if r.BooleanOp == "" {
 		r.BooleanOp = "and"
