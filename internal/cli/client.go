@@ -427,7 +427,7 @@ func cmdEvents(e *env, args []string) int {
 		ctx, cancel := cf.ctx()
 		if *follow {
 			cancel()
-			ctx, cancel = signalContextWithTimeout(sctx, wait+10*time.Second)
+			ctx, cancel = context.WithTimeout(sctx, wait+10*time.Second)
 		}
 		evs, err := c.Events(ctx, seq, wait)
 		cancel()

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -65,5 +64,3 @@ func cmdSampleService(e *env, args []string) int {
 		}
 	}
 }
-
-var _ = context.Background
