@@ -14,9 +14,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/paceline/paceline/internal/procfs"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -404,44 +404,10 @@ func RunCommand(ctx context.Context, c Command) Execution {
 // may linger as zombies until it reaps them; they count as gone.
 func killGroup(pgid int) {
 	deadline := time.Now().Add(5 * time.Second)
-	for GroupAlive(pgid) && time.Now().Before(deadline) {
+	for procfs.GroupAlive(pgid) && time.Now().Before(deadline) {
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// GroupAlive reports whether process group pgid has a member that is not a
-// zombie (it reads /proc).
-func GroupAlive(pgid int) bool {
-	if syscall.Kill(-pgid, 0) != nil {
-		return false
-	}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return true
-	}
-	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid pgrp ...; comm may contain spaces and ')'.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
-			continue
-		}
-		if g, err := strconv.Atoi(f[2]); err == nil && g == pgid {
-			return true
-		}
-	}
-	return false
 }
 
 // ResultOf turns an Execution into a Result, mapping the exit code with

@@ -2,6 +2,7 @@ package ocf
 
 import (
 	"context"
+	"github.com/paceline/paceline/internal/procfs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -190,7 +191,7 @@ func TestTimeoutKillsProcessGroup(t *testing.T) {
 				}
 			}
 			leader, _ := strconv.Atoi(f[0])
-			if agents.GroupAlive(leader) {
+			if procfs.GroupAlive(leader) {
 				t.Errorf("process group %d still has members", leader)
 			}
 		})

@@ -3,6 +3,7 @@ package process
 import (
 	"context"
 	"errors"
+	"github.com/paceline/paceline/internal/procfs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -362,22 +363,10 @@ func TestProbeRunning(t *testing.T) {
 	if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err != nil {
 		t.Errorf("unreaped child vanished from /proc: %v", err)
 	}
-	if st, ok := readProcStat(pid); !ok || st.state != 'Z' {
-		t.Errorf("state = %q, %v; want Z", st.state, ok)
+	if st, ok := procfs.Read(pid); !ok || st.State != 'Z' {
+		t.Errorf("state = %q, %v; want Z", st.State, ok)
 	}
 	_ = cmd.Wait()
-}
-
-func TestParseProcStat(t *testing.T) {
-	st, ok := parseProcStat([]byte("42 (a) b (c) S) Z 1 4242 4242 0 -1 4194560"))
-	if !ok || st.state != 'Z' || st.pgrp != 4242 {
-		t.Errorf("got %+v, %v", st, ok)
-	}
-	for _, bad := range []string{"", "42 (x", "42 (x) R", "42 (x) R 1 nope"} {
-		if _, ok := parseProcStat([]byte(bad)); ok {
-			t.Errorf("parsed %q", bad)
-		}
-	}
 }
 
 // A descendant that left the process group keeps the output pipe open
@@ -395,8 +384,8 @@ func TestStopCutsPipesHeldOutsideGroup(t *testing.T) {
 	escaped := atoi(t, out.waitLine(t))
 	t.Cleanup(func() { _ = syscall.Kill(escaped, syscall.SIGKILL) })
 	waitUntil(t, "the escaped grandchild to start its own session", func() bool {
-		st, ok := readProcStat(escaped)
-		return ok && st.pgrp == escaped
+		st, ok := procfs.Read(escaped)
+		return ok && st.PGRP == escaped
 	})
 	if err := p.Stop(context.Background()); err != nil {
 		t.Fatalf("Stop: %v", err)
