@@ -74,6 +74,11 @@ func (a *Agent) Status(ctx context.Context) (*api.Status, error) {
 		}
 		if s.Spec != nil {
 			st.Maintenance = s.Spec.Cluster.Maintenance
+			// One sorted pass over the assignments, grouped by resource.
+			byResource := map[string][]state.Assignment{}
+			for _, as := range s.SortedAssignments() {
+				byResource[as.Resource] = append(byResource[as.Resource], as)
+			}
 			d := s.Spec.WithDefaults()
 			for _, r := range d.Resources {
 				rs := api.Resource{Name: r.Name, Class: r.Class, Mode: r.Mode, Target: r.TargetRole, Blocked: s.Blocked[r.Name]}
@@ -83,19 +88,16 @@ func (a *Agent) Status(ctx context.Context) (*api.Status, error) {
 					}
 					rs.FailCount[node] = f.Count
 				}
-				for _, as := range s.SortedAssignments() {
-					if as.Resource != r.Name {
-						continue
-					}
-					state := "unknown"
+				for _, as := range byResource[r.Name] {
+					phase := "unknown"
 					if c != nil {
 						if x := states[as.Node][as.Key()]; x != "" {
-							state = x
+							phase = x
 						} else {
-							state = "pending"
+							phase = "pending"
 						}
 					}
-					rs.Instances = append(rs.Instances, api.Instance{Slot: as.Slot, Node: as.Node, Epoch: as.Epoch, State: state})
+					rs.Instances = append(rs.Instances, api.Instance{Slot: as.Slot, Node: as.Node, Epoch: as.Epoch, State: phase})
 				}
 				for _, u := range unplaced {
 					if strings.HasPrefix(u, r.Name+":") {
