@@ -176,7 +176,6 @@ type NodeAssignment struct {
 type Assignments struct {
 	Index       uint64           `json:"index"`
 	Maintenance bool             `json:"maintenance,omitempty"`
-	NoQuorum    string           `json:"noQuorumPolicy,omitempty"`
 	Items       []NodeAssignment `json:"items"`
 }
 

@@ -591,7 +591,6 @@ func (c *AssignmentCache) For(fsm *state.FSM, node string) api.Assignments {
 		c.mu.Unlock()
 		if s.Spec != nil {
 			out.Maintenance = s.Spec.Cluster.Maintenance
-			out.NoQuorum = s.Spec.Cluster.NoQuorumPolicy
 		}
 		for _, a := range s.AssignmentsFor(node) {
 			out.Items = append(out.Items, api.NodeAssignment{Resource: a.Resource, Slot: a.Slot, Epoch: a.Epoch, Def: defs[a.Resource]})

@@ -17,7 +17,6 @@ package lease
 
 import (
 	"fmt"
-	"sort"
 	"sync"
 	"time"
 )
@@ -245,30 +244,4 @@ func (t *Table) LastAck(node string) time.Time {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.last[node]
-}
-
-// Nodes lists nodes that renewed with this leader, sorted.
-func (t *Table) Nodes() []string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	out := make([]string, 0, len(t.last))
-	for n := range t.last {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// NextExpiry returns the earliest expiry among known nodes after now (zero if none).
-func (t *Table) NextExpiry(nodes []string, now time.Time) time.Time {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var best time.Time
-	for _, n := range nodes {
-		e := t.expiresAt(n)
-		if e.After(now) && (best.IsZero() || e.Before(best)) {
-			best = e
-		}
-	}
-	return best
 }

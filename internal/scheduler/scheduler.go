@@ -12,6 +12,7 @@ import (
 	"sort"
 
 	"github.com/paceline/paceline/internal/spec"
+	"github.com/paceline/paceline/internal/state"
 )
 
 // Node is a node as the scheduler sees it.
@@ -48,8 +49,9 @@ type Output struct {
 	Unplaced []string
 }
 
-// SlotKey is the key of a slot: "name:N".
-func SlotKey(resource string, slot int) string { return fmt.Sprintf("%s:%d", resource, slot) }
+// SlotKey is the key of a slot: "name:N", the same key the replicated
+// state uses for assignments.
+func SlotKey(resource string, slot int) string { return state.SlotKey(resource, slot) }
 
 // Place computes the desired placement.
 func Place(in Input) Output {
