@@ -129,6 +129,14 @@ type ActiveInstance struct {
 	Slot     int    `json:"slot"`
 	Epoch    uint64 `json:"epoch"`
 	State    string `json:"state"`
+	// Role is "promoted" for a promoted instance of a promotable resource, else empty.
+	Role string `json:"role,omitempty"`
+	// PromotionScore is the preference for promotion the agent reported
+	// on this node (crm_master / ocf_promotion_score); nil when none.
+	PromotionScore *int `json:"promotionScore,omitempty"`
+	// Probed marks an instance found running by a probe without being
+	// assigned here (Slot is then -1): the leader decides what to do.
+	Probed bool `json:"probed,omitempty"`
 }
 
 // Renew is a lease renewal, also the node's report of what it runs.
@@ -170,6 +178,19 @@ type NodeAssignment struct {
 	Slot     int             `json:"slot"`
 	Epoch    uint64          `json:"epoch"`
 	Def      json.RawMessage `json:"def"`
+	// Role is "promoted" when this instance must be promoted; empty means
+	// started (and demoted, if it was promoted).
+	Role string `json:"role,omitempty"`
+	// Generation changes when an operator asks for a restart: the node
+	// stops and starts the instance once per change.
+	Generation uint64 `json:"generation,omitempty"`
+}
+
+// ProbeItem asks a node to find out whether a resource already runs there
+// (a probe: monitor with interval 0) before anything is started.
+type ProbeItem struct {
+	Resource string          `json:"resource"`
+	Def      json.RawMessage `json:"def"`
 }
 
 // Assignments answers GET /v1/internal/assignments.
@@ -177,6 +198,9 @@ type Assignments struct {
 	Index       uint64           `json:"index"`
 	Maintenance bool             `json:"maintenance,omitempty"`
 	Items       []NodeAssignment `json:"items"`
+	// Probes lists the resources this node must probe (once per
+	// definition) and report when found running (ActiveInstance.Probed).
+	Probes []ProbeItem `json:"probes,omitempty"`
 }
 
 // Failure is a node's report that an instance failed.

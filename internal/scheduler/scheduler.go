@@ -21,7 +21,11 @@ type Node struct {
 	Online      bool
 	Standby     bool
 	Maintenance bool
-	Labels      map[string]string
+	// Labels are the node's attributes for location rules: the labels its
+	// agent declared, overlaid with spec nodes[].attributes.
+	Labels map[string]string
+	// Capacity is the node's capacity for utilization placement.
+	Capacity map[string]int
 }
 
 // Input is everything a placement depends on.
@@ -35,6 +39,26 @@ type Input struct {
 	FailCount func(resource, node string) int
 	// Blocked resources stay stopped.
 	Blocked map[string]bool
+	// Roles maps slot key → current role ("promoted"; absent: started).
+	Roles map[string]string
+	// Extra are location constraints from outside the spec (operator moves
+	// and bans); expired ones must already be left out.
+	Extra []spec.Location
+	// PromotionScore returns the preference for promoting resource on node
+	// that its agent reported there (ok false when none was reported).
+	PromotionScore func(resource, node string) (score int, ok bool)
+	// Active lists what nodes report running that is not in Current:
+	// instances found by probes (Slot -1) and instances still running
+	// after a partition. The scheduler stops them or adopts them.
+	Active []Instance
+}
+
+// Instance is a running instance as reported by a node.
+type Instance struct {
+	Resource string
+	Slot     int
+	Node     string
+	Role     string // "promoted" or empty
 }
 
 // Output is a placement.
@@ -45,6 +69,8 @@ type Output struct {
 	Exclusive map[string]bool
 	// Resource maps slot key → resource name.
 	Resource map[string]string
+	// Roles maps slot key → "promoted" for slots that should be promoted.
+	Roles map[string]string
 	// Unplaced explains slots that could not be placed anywhere.
 	Unplaced []string
 }

@@ -326,17 +326,33 @@ func (d *decoder) stringMap(n *yaml.Node, path, example string) map[string]strin
 }
 
 // futureSections are top-level sections of the design that later releases implement.
-var futureSections = []string{"loadBalancers", "constraints", "fencing", "computeHA"}
+var futureSections = []string{"loadBalancers", "fencing", "computeHA"}
 
 func (d *decoder) spec(n *yaml.Node, s *Spec) {
 	d.object(n, "", "apiVersion: "+APIVersion, []field{
 		{"apiVersion", func(v *yaml.Node, p string) { s.APIVersion = d.str(v, p) }},
 		{"cluster", func(v *yaml.Node, p string) { d.cluster(v, p, &s.Cluster) }},
+		{"nodes", func(v *yaml.Node, p string) {
+			d.list(v, p, "[{name: ctl1, attributes: {rack: a}, capacity: {cpu: 8}}]", func(v *yaml.Node, p string) {
+				s.Nodes = append(s.Nodes, NodeSpec{})
+				d.nodeSpec(v, p, &s.Nodes[len(s.Nodes)-1])
+			})
+		}},
 		{"resources", func(v *yaml.Node, p string) {
 			d.list(v, p, "[{name: web, class: process, params: {command: [httpd]}}]", func(v *yaml.Node, p string) {
 				s.Resources = append(s.Resources, Resource{})
 				d.resource(v, p, &s.Resources[len(s.Resources)-1])
 			})
+		}},
+		{"groups", func(v *yaml.Node, p string) {
+			d.list(v, p, "[{name: db-stack, members: [db-ip, db]}]", func(v *yaml.Node, p string) {
+				s.Groups = append(s.Groups, Group{})
+				d.group(v, p, &s.Groups[len(s.Groups)-1])
+			})
+		}},
+		{"constraints", func(v *yaml.Node, p string) {
+			s.Constraints = &Constraints{}
+			d.constraints(v, p, s.Constraints)
 		}},
 	}, futureSections)
 }
@@ -346,14 +362,32 @@ func (d *decoder) cluster(n *yaml.Node, path string, c *Cluster) {
 		{"name", func(v *yaml.Node, p string) { c.Name = d.str(v, p) }},
 		{"noQuorumPolicy", func(v *yaml.Node, p string) { c.NoQuorumPolicy = d.str(v, p) }},
 		{"maintenance", func(v *yaml.Node, p string) { c.Maintenance = d.boolean(v, p) }},
+		{"stickiness", func(v *yaml.Node, p string) { c.Stickiness = d.intPtr(v, p) }},
+		{"symmetric", func(v *yaml.Node, p string) { c.Symmetric = d.boolPtr(v, p) }},
+		{"placementStrategy", func(v *yaml.Node, p string) { c.PlacementStrategy = d.str(v, p) }},
+		{"startFailureIsFatal", func(v *yaml.Node, p string) { c.StartFailureIsFatal = d.boolPtr(v, p) }},
+		{"batchLimit", func(v *yaml.Node, p string) { c.BatchLimit = d.integer(v, p) }},
 	}, []string{"fencing"})
 }
 
 func (d *decoder) resource(n *yaml.Node, path string, r *Resource) {
+	// params are read once the class is known (it may come after them).
+	var params *yaml.Node
+	var paramsPath string
+	defer func() {
+		if params == nil {
+			return
+		}
+		if r.scriptParams() {
+			r.Params.Values = d.stringMap(params, paramsPath, "{ip: 192.0.2.10, cidr_netmask: \"24\"}")
+			return
+		}
+		d.params(params, paramsPath, &r.Params)
+	}()
 	d.object(n, path, "{name: web, class: process, params: {command: [httpd]}}", []field{
 		{"name", func(v *yaml.Node, p string) { r.Name = d.str(v, p) }},
 		{"class", func(v *yaml.Node, p string) { r.Class = d.str(v, p) }},
-		{"params", func(v *yaml.Node, p string) { d.params(v, p, &r.Params) }},
+		{"params", func(v *yaml.Node, p string) { params, paramsPath = v, p }},
 		{"mode", func(v *yaml.Node, p string) { r.Mode = d.str(v, p) }},
 		{"replicas", func(v *yaml.Node, p string) { r.Replicas = d.integer(v, p) }},
 		{"maxPerNode", func(v *yaml.Node, p string) { r.MaxPerNode = d.integer(v, p) }},
@@ -368,6 +402,21 @@ func (d *decoder) resource(n *yaml.Node, path string, r *Resource) {
 		{"nodes", func(v *yaml.Node, p string) { r.Nodes = d.strings(v, p, "[ctl1, ctl2]") }},
 		{"nodeLabels", func(v *yaml.Node, p string) { r.NodeLabels = d.stringMap(v, p, "{storage: ssd}") }},
 		{"targetRole", func(v *yaml.Node, p string) { r.TargetRole = d.str(v, p) }},
+		{"promotedMax", func(v *yaml.Node, p string) { r.PromotedMax = d.integer(v, p) }},
+		{"promotedMaxPerNode", func(v *yaml.Node, p string) { r.PromotedMaxPerNode = d.integer(v, p) }},
+		{"interleave", func(v *yaml.Node, p string) { r.Interleave = d.boolean(v, p) }},
+		{"notify", func(v *yaml.Node, p string) { r.Notify = d.boolean(v, p) }},
+		{"operations", func(v *yaml.Node, p string) {
+			d.list(v, p, "[{name: monitor, interval: 10s, timeout: 20s}]", func(v *yaml.Node, p string) {
+				r.Operations = append(r.Operations, Operation{})
+				d.operation(v, p, &r.Operations[len(r.Operations)-1])
+			})
+		}},
+		{"priority", func(v *yaml.Node, p string) { r.Priority = d.integer(v, p) }},
+		{"utilization", func(v *yaml.Node, p string) { r.Utilization = d.intMap(v, p, "{cpu: 2, memory: 2048}") }},
+		{"managed", func(v *yaml.Node, p string) { r.Managed = d.boolPtr(v, p) }},
+		{"maintenance", func(v *yaml.Node, p string) { r.Maintenance = d.boolean(v, p) }},
+		{"multipleActive", func(v *yaml.Node, p string) { r.MultipleActive = d.str(v, p) }},
 	}, nil)
 }
 

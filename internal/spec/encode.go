@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
-	"slices"
 	"strings"
 	"time"
 
@@ -62,7 +60,7 @@ func ParseJSON(data []byte) (*Spec, error) {
 	if err := dec.Decode(s); err != nil {
 		fe := FieldError{Msg: err.Error()}
 		if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
-			fe = FieldError{Path: te.Field, Msg: fmt.Sprintf("expected %s, got a JSON %s", te.Type, te.Value)}
+			fe = FieldError{Path: strings.ReplaceAll(te.Field, ".resourceAlias", ""), Msg: fmt.Sprintf("expected %s, got a JSON %s", te.Type, te.Value)}
 		}
 		return nil, newError([]FieldError{fe})
 	}
@@ -102,23 +100,35 @@ func (s *Spec) YAML() []byte {
 }
 
 // The yaml* types mirror the spec types with omitempty (and flow lists) so
-// that YAML output shows only what is set. They convert to and from the spec
-// types because their fields are identical apart from tags.
+// that YAML output shows only what is set.
 type (
 	yamlSpec struct {
-		APIVersion string     `yaml:"apiVersion"`
-		Cluster    Cluster    `yaml:"cluster"`
-		Resources  []Resource `yaml:"resources,omitempty"`
+		APIVersion  string       `yaml:"apiVersion"`
+		Cluster     Cluster      `yaml:"cluster"`
+		Nodes       []NodeSpec   `yaml:"nodes,omitempty"`
+		Resources   []Resource   `yaml:"resources,omitempty"`
+		Groups      []Group      `yaml:"groups,omitempty"`
+		Constraints *Constraints `yaml:"constraints,omitempty"`
 	}
 	yamlCluster struct {
-		Name           string `yaml:"name"`
-		NoQuorumPolicy string `yaml:"noQuorumPolicy,omitempty"`
-		Maintenance    bool   `yaml:"maintenance,omitempty"`
+		Name                string `yaml:"name"`
+		NoQuorumPolicy      string `yaml:"noQuorumPolicy,omitempty"`
+		Maintenance         bool   `yaml:"maintenance,omitempty"`
+		Stickiness          *int   `yaml:"stickiness,omitempty"`
+		Symmetric           *bool  `yaml:"symmetric,omitempty"`
+		PlacementStrategy   string `yaml:"placementStrategy,omitempty"`
+		StartFailureIsFatal *bool  `yaml:"startFailureIsFatal,omitempty"`
+		BatchLimit          int    `yaml:"batchLimit,omitempty"`
+	}
+	yamlNodeSpec struct {
+		Name       string            `yaml:"name"`
+		Attributes map[string]string `yaml:"attributes,omitempty"`
+		Capacity   map[string]int    `yaml:"capacity,omitempty"`
 	}
 	yamlResource struct {
 		Name               string            `yaml:"name"`
 		Class              string            `yaml:"class"`
-		Params             Params            `yaml:"params"`
+		Params             any               `yaml:"params"`
 		Mode               string            `yaml:"mode,omitempty"`
 		Replicas           int               `yaml:"replicas,omitempty"`
 		MaxPerNode         int               `yaml:"maxPerNode,omitempty"`
@@ -130,6 +140,16 @@ type (
 		Nodes              []string          `yaml:"nodes,flow,omitempty"`
 		NodeLabels         map[string]string `yaml:"nodeLabels,omitempty"`
 		TargetRole         string            `yaml:"targetRole,omitempty"`
+		PromotedMax        int               `yaml:"promotedMax,omitempty"`
+		PromotedMaxPerNode int               `yaml:"promotedMaxPerNode,omitempty"`
+		Interleave         bool              `yaml:"interleave,omitempty"`
+		Notify             bool              `yaml:"notify,omitempty"`
+		Operations         []Operation       `yaml:"operations,omitempty"`
+		Priority           int               `yaml:"priority,omitempty"`
+		Utilization        map[string]int    `yaml:"utilization,omitempty"`
+		Managed            *bool             `yaml:"managed,omitempty"`
+		Maintenance        bool              `yaml:"maintenance,omitempty"`
+		MultipleActive     string            `yaml:"multipleActive,omitempty"`
 	}
 	yamlParams struct {
 		Command      []string          `yaml:"command,flow,omitempty"`
@@ -146,6 +166,66 @@ type (
 		Timeout  Duration `yaml:"timeout,omitempty"`
 		Fall     int      `yaml:"fall,omitempty"`
 	}
+	yamlOperation struct {
+		Name     string   `yaml:"name"`
+		Interval Duration `yaml:"interval,omitempty"`
+		Timeout  Duration `yaml:"timeout,omitempty"`
+		OnFail   string   `yaml:"onFail,omitempty"`
+		Role     string   `yaml:"role,omitempty"`
+		Depth    int      `yaml:"depth,omitempty"`
+	}
+	yamlGroup struct {
+		Name    string   `yaml:"name"`
+		Members []string `yaml:"members,flow"`
+	}
+	yamlConstraints struct {
+		Location   []Location   `yaml:"location,omitempty"`
+		Colocation []Colocation `yaml:"colocation,omitempty"`
+		Order      []Order      `yaml:"order,omitempty"`
+	}
+	yamlLocation struct {
+		Resource  string `yaml:"resource"`
+		Role      string `yaml:"role,omitempty"`
+		Node      string `yaml:"node,omitempty"`
+		Score     *Score `yaml:"score,omitempty"`
+		Rules     []Rule `yaml:"rules,omitempty"`
+		Discovery string `yaml:"discovery,omitempty"`
+	}
+	yamlRule struct {
+		Score       Score        `yaml:"score"`
+		Match       string       `yaml:"match,omitempty"`
+		Expressions []Expression `yaml:"expressions"`
+	}
+	yamlExpression struct {
+		Attribute string `yaml:"attribute"`
+		Op        string `yaml:"op"`
+		Value     string `yaml:"value,omitempty"`
+		Type      string `yaml:"type,omitempty"`
+	}
+	yamlColocation struct {
+		Resource string `yaml:"resource,omitempty"`
+		With     string `yaml:"with,omitempty"`
+		Score    Score  `yaml:"score"`
+		Role     string `yaml:"role,omitempty"`
+		WithRole string `yaml:"withRole,omitempty"`
+		Sets     []Set  `yaml:"sets,omitempty"`
+	}
+	yamlOrder struct {
+		First       string `yaml:"first,omitempty"`
+		Then        string `yaml:"then,omitempty"`
+		FirstAction string `yaml:"firstAction,omitempty"`
+		ThenAction  string `yaml:"thenAction,omitempty"`
+		Kind        string `yaml:"kind,omitempty"`
+		Symmetrical *bool  `yaml:"symmetrical,omitempty"`
+		Sets        []Set  `yaml:"sets,omitempty"`
+	}
+	yamlSet struct {
+		Resources  []string `yaml:"resources,flow"`
+		Sequential *bool    `yaml:"sequential,omitempty"`
+		RequireAll *bool    `yaml:"requireAll,omitempty"`
+		Role       string   `yaml:"role,omitempty"`
+		Action     string   `yaml:"action,omitempty"`
+	}
 )
 
 // MarshalYAML leaves out unset fields.
@@ -155,55 +235,112 @@ func (s Spec) MarshalYAML() (any, error) { return yamlSpec(s), nil }
 func (c Cluster) MarshalYAML() (any, error) { return yamlCluster(c), nil }
 
 // MarshalYAML leaves out unset fields.
-func (r Resource) MarshalYAML() (any, error) { return yamlResource(r), nil }
+func (n NodeSpec) MarshalYAML() (any, error) { return yamlNodeSpec(n), nil }
+
+// MarshalYAML leaves out unset fields; params of script classes are a flat mapping.
+func (r Resource) MarshalYAML() (any, error) {
+	y := yamlResource{Name: r.Name, Class: r.Class, Params: r.Params, Mode: r.Mode, Replicas: r.Replicas, MaxPerNode: r.MaxPerNode,
+		Health: r.Health, OnFail: r.OnFail, MigrationThreshold: r.MigrationThreshold, FailureTimeout: r.FailureTimeout,
+		Stickiness: r.Stickiness, Nodes: r.Nodes, NodeLabels: r.NodeLabels, TargetRole: r.TargetRole, PromotedMax: r.PromotedMax,
+		PromotedMaxPerNode: r.PromotedMaxPerNode, Interleave: r.Interleave, Notify: r.Notify, Operations: r.Operations,
+		Priority: r.Priority, Utilization: r.Utilization, Managed: r.Managed, Maintenance: r.Maintenance, MultipleActive: r.MultipleActive}
+	if r.scriptParams() {
+		v := r.Params.Values
+		if v == nil {
+			v = map[string]string{}
+		}
+		y.Params = v
+	}
+	return y, nil
+}
 
 // MarshalYAML leaves out unset fields.
-func (p Params) MarshalYAML() (any, error) { return yamlParams(p), nil }
+func (p Params) MarshalYAML() (any, error) {
+	return yamlParams{Command: p.Command, Env: p.Env, Dir: p.Dir, StopTimeout: p.StopTimeout, StartTimeout: p.StartTimeout}, nil
+}
 
 // MarshalYAML leaves out unset fields.
 func (h Health) MarshalYAML() (any, error) { return yamlHealth(h), nil }
+
+// MarshalYAML leaves out unset fields.
+func (o Operation) MarshalYAML() (any, error) { return yamlOperation(o), nil }
+
+// MarshalYAML writes members as a flow list.
+func (g Group) MarshalYAML() (any, error) { return yamlGroup(g), nil }
+
+// MarshalYAML leaves out unset fields.
+func (c Constraints) MarshalYAML() (any, error) { return yamlConstraints(c), nil }
+
+// MarshalYAML leaves out unset fields.
+func (l Location) MarshalYAML() (any, error) { return yamlLocation(l), nil }
+
+// MarshalYAML leaves out unset fields.
+func (r Rule) MarshalYAML() (any, error) { return yamlRule(r), nil }
+
+// MarshalYAML leaves out unset fields.
+func (e Expression) MarshalYAML() (any, error) { return yamlExpression(e), nil }
+
+// MarshalYAML leaves out unset fields.
+func (c Colocation) MarshalYAML() (any, error) { return yamlColocation(c), nil }
+
+// MarshalYAML leaves out unset fields.
+func (o Order) MarshalYAML() (any, error) { return yamlOrder(o), nil }
+
+// MarshalYAML leaves out unset fields.
+func (s Set) MarshalYAML() (any, error) { return yamlSet(s), nil }
+
+// MarshalYAML writes ±Infinity as INFINITY / -INFINITY.
+func (s Score) MarshalYAML() (any, error) {
+	switch {
+	case s >= Infinity:
+		return "INFINITY", nil
+	case s <= -Infinity:
+		return "-INFINITY", nil
+	}
+	return int64(s), nil
+}
+
+// String writes ±Infinity as INFINITY / -INFINITY.
+func (s Score) String() string {
+	v, _ := s.MarshalYAML()
+	return fmt.Sprint(v)
+}
 
 // Clone returns a deep copy of s.
 func (s *Spec) Clone() *Spec {
 	if s == nil {
 		return nil
 	}
-	c := *s
-	if s.Resources != nil {
-		c.Resources = make([]Resource, len(s.Resources))
-		for i := range s.Resources {
-			c.Resources[i] = s.Resources[i].clone()
-		}
+	// The JSON form holds everything; a round trip is a deep copy.
+	c, err := ParseJSONUnchecked(s.JSON())
+	if err != nil {
+		panic("spec: JSON round trip cannot fail: " + err.Error())
 	}
-	return &c
-}
-
-func (r *Resource) clone() Resource {
-	c := *r
-	c.Params.Command = slices.Clone(r.Params.Command)
-	c.Params.Env = maps.Clone(r.Params.Env)
-	if r.Health != nil {
-		h := *r.Health
-		h.Exec = slices.Clone(r.Health.Exec)
-		c.Health = &h
-	}
-	c.MigrationThreshold = clonePtr(r.MigrationThreshold)
-	c.Stickiness = clonePtr(r.Stickiness)
-	c.Nodes = slices.Clone(r.Nodes)
-	c.NodeLabels = maps.Clone(r.NodeLabels)
 	return c
-}
-
-func clonePtr(p *int) *int {
-	if p == nil {
-		return nil
-	}
-	v := *p
-	return &v
 }
 
 // Exclusive reports whether the resource may run on at most one node at a
 // time (mode single, the default), which is what the hold lease guards.
 func (r *Resource) Exclusive() bool {
 	return r.Mode == "" || r.Mode == ModeSingle
+}
+
+// Clone reports whether the resource runs as several instances (clone or promotable).
+func (r *Resource) Clone() bool {
+	return r.Mode == ModeClone || r.Mode == ModePromotable
+}
+
+// IsManaged reports whether paceline starts, stops and recovers the resource.
+func (r *Resource) IsManaged() bool {
+	return (r.Managed == nil || *r.Managed) && !r.Maintenance
+}
+
+// ParseJSONUnchecked decodes a spec from JSON without validating it (for
+// specs already stored in the replicated state).
+func ParseJSONUnchecked(data []byte) (*Spec, error) {
+	s := &Spec{}
+	if err := json.Unmarshal(data, s); err != nil {
+		return nil, err
+	}
+	return s, nil
 }

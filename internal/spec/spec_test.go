@@ -178,6 +178,7 @@ func TestParseKeepsWhatWasWritten(t *testing.T) {
 		MigrationThreshold: ptr(3),
 		Stickiness:         ptr(100),
 		TargetRole:         "started",
+		MultipleActive:     MultipleStopStart,
 	}
 	if !reflect.DeepEqual(dr, want) || d.Cluster.NoQuorumPolicy != "stop" {
 		t.Errorf("defaults:\n got %s\nwant %s", d.JSON(), (&Spec{APIVersion: APIVersion, Cluster: Cluster{Name: "c1", NoQuorumPolicy: "stop"}, Resources: []Resource{want}}).JSON())
@@ -262,7 +263,7 @@ func TestParseJSON(t *testing.T) {
 		{`{"apiVersion":"paceline/v1","cluster":{"name":"c1"},"resources":[{"name":"a","class":"process","params":{"command":["a"]},"replicas":"x"}]}`, `resources.replicas: expected int`},
 		{`{"apiVersion":"paceline/v1","cluster":{"name":"c1"},"resources":[{"name":"a","class":"process","params":{"command":["a"]},"failureTimeout":"2x"}]}`, `"2x" is not a duration`},
 		{`{"apiVersion":"paceline/v1","cluster":{"name":"c1"}} {}`, `exactly one JSON object`},
-		{`{"apiVersion":"paceline/v1","cluster":{"name":"c1"},"resources":[{"name":"a","class":"vip"}]}`, `resources[0].class: class "vip" is not supported by this release (supported: process)`},
+		{`{"apiVersion":"paceline/v1","cluster":{"name":"c1"},"resources":[{"name":"a","class":"vip"}]}`, `resources[0].class: class "vip" is not supported (supported: process, ocf:PROVIDER:TYPE, lsb:NAME, systemd:UNIT)`},
 	} {
 		_, err := ParseJSON([]byte(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -56,6 +56,7 @@ func validate(s *Spec, lines map[string]int) []FieldError {
 		}
 		firstByName[r.Name] = i
 	}
+	v.validatePolicy(s)
 	return v.errs
 }
 
@@ -135,13 +136,10 @@ var resourceRules = []rule[Resource]{
 		return checkName(r.Name, "resource name")
 	}},
 	{"class", func(r *Resource) *issue {
-		switch r.Class {
-		case "":
-			return bad("class is required (supported: %s)", ClassProcess)
-		case ClassProcess:
-			return nil
+		if r.Class == "" {
+			return bad("class is required (supported: process, ocf:PROVIDER:TYPE, lsb:NAME, systemd:UNIT)")
 		}
-		return bad("class %s is not supported by this release (supported: %s)", quote(r.Class), ClassProcess)
+		return nil // checked in resourcePolicy
 	}},
 	{"params.command", func(r *Resource) *issue {
 		switch {
@@ -175,8 +173,8 @@ var resourceRules = []rule[Resource]{
 		switch {
 		case r.Replicas < 0:
 			return bad("must be 0 or more (leave it out for one instance per eligible node)")
-		case r.Replicas > 0 && r.Mode != ModeClone:
-			return bad("replicas needs mode: clone (a %s resource runs exactly once)", cmp.Or(r.Mode, ModeSingle))
+		case r.Replicas > 0 && !r.Clone():
+			return bad("replicas needs mode: clone or promotable (a %s resource runs exactly once)", cmp.Or(r.Mode, ModeSingle))
 		}
 		return nil
 	}},
@@ -184,8 +182,8 @@ var resourceRules = []rule[Resource]{
 		switch {
 		case r.MaxPerNode < 0:
 			return bad("must be 0 or more (leave it out for the default 1)")
-		case r.MaxPerNode > 1 && r.Mode != ModeClone:
-			return bad("maxPerNode above 1 needs mode: clone (a %s resource runs exactly once)", cmp.Or(r.Mode, ModeSingle))
+		case r.MaxPerNode > 1 && !r.Clone():
+			return bad("maxPerNode above 1 needs mode: clone or promotable (a %s resource runs exactly once)", cmp.Or(r.Mode, ModeSingle))
 		}
 		return nil
 	}},
@@ -301,9 +299,6 @@ var healthRules = []rule[Health]{
 	}},
 }
 
-// ClassProcess is the only resource class this release supports.
-const ClassProcess = "process"
-
 // maxStickiness bounds stickiness in both directions.
 const maxStickiness = 1000000
 
@@ -316,9 +311,9 @@ type enum struct {
 }
 
 var (
-	modes            = enum{"mode", []string{ModeSingle, ModeClone}, []string{"promotable"}}
-	onFails          = enum{"onFail", []string{OnFailRestart, OnFailMigrate, OnFailStop, OnFailIgnore}, []string{"fence"}}
-	targetRoles      = enum{"targetRole", []string{"started", "stopped"}, nil}
+	modes            = enum{"mode", []string{ModeSingle, ModeClone, ModePromotable}, []string{"bundle"}}
+	onFails          = enum{"onFail", []string{OnFailRestart, OnFailMigrate, OnFailStop, OnFailBlock, OnFailIgnore, OnFailStandby, OnFailDemote}, []string{"fence"}}
+	targetRoles      = enum{"targetRole", []string{RoleStarted, RoleStopped, RolePromoted, RoleUnpromoted}, nil}
 	noQuorumPolicies = enum{"noQuorumPolicy", []string{"stop"}, []string{"freeze", "ignore", "demote", "suicide"}}
 )
 

@@ -53,6 +53,8 @@ type Assignment struct {
 	Slot     int    `json:"slot"`
 	Node     string `json:"node"`
 	Epoch    uint64 `json:"epoch"`
+	// Role is "promoted" for a promoted instance, else empty.
+	Role string `json:"role,omitempty"`
 }
 
 // Key identifies an assignment slot: "name" for slot 0 of a single
