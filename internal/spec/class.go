@@ -36,7 +36,9 @@ func (c ClassInfo) String() string {
 
 // Script reports whether the class is driven by agent scripts or units
 // (ocf, lsb, systemd) rather than supervised directly.
-func (c ClassInfo) Script() bool { return c.Kind == KindOCF || c.Kind == KindLSB || c.Kind == KindSystemd }
+func (c ClassInfo) Script() bool {
+	return c.Kind == KindOCF || c.Kind == KindLSB || c.Kind == KindSystemd
+}
 
 // ParseClass parses "process", "ocf:PROVIDER:TYPE", "lsb:NAME" or
 // "systemd:UNIT". The error says what to write instead.

@@ -13,7 +13,7 @@ const APIVersion = "paceline/v1"
 
 // Spec is one version of the whole cluster specification.
 type Spec struct {
-	APIVersion string `json:"apiVersion" yaml:"apiVersion"`
+	APIVersion string  `json:"apiVersion" yaml:"apiVersion"`
 	Cluster    Cluster `json:"cluster" yaml:"cluster"`
 	// Nodes optionally declares node attributes (for location rules) and
 	// capacities (for utilization placement). Nodes themselves join by
