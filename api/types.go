@@ -184,6 +184,16 @@ type NodeAssignment struct {
 	// Generation changes when an operator asks for a restart: the node
 	// stops and starts the instance once per change.
 	Generation uint64 `json:"generation,omitempty"`
+	// Peers lists every assigned instance of the same clone (notify: true
+	// only), for the OCF notify environment.
+	Peers []Peer `json:"peers,omitempty"`
+}
+
+// Peer is one assigned instance of a clone.
+type Peer struct {
+	Slot int    `json:"slot"`
+	Node string `json:"node"`
+	Role string `json:"role,omitempty"`
 }
 
 // ProbeItem asks a node to find out whether a resource already runs there
@@ -212,6 +222,17 @@ type Failure struct {
 	Reason   string `json:"reason"`
 	// Restarted is true when the node restarted it in place already.
 	Restarted bool `json:"restarted"`
+	// Op is the failed operation: start, stop, monitor, promote, demote,
+	// notify or reload-agent (empty: the instance failed while running).
+	Op string `json:"op,omitempty"`
+	// OnFail is the onFail that applies to the failed operation, resolved
+	// by the node from the resource's operations and defaults.
+	OnFail string `json:"onFail,omitempty"`
+	// Hard is set for failures no retry on this node can fix: "node" (the
+	// agent is not installed or not allowed here: OCF_ERR_INSTALLED,
+	// OCF_ERR_PERM, or a failed start with startFailureIsFatal) or
+	// "cluster" (the configuration is wrong everywhere: OCF_ERR_CONFIGURED).
+	Hard string `json:"hard,omitempty"`
 }
 
 // Hello is the first call of a joining node.
