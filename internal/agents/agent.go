@@ -14,13 +14,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/paceline/paceline/internal/procfs"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/paceline/paceline/internal/agents/process"
+	"github.com/paceline/paceline/internal/procfs"
 )
 
 // Action is the name of an agent action, passed as argv[1] to the script.
@@ -309,7 +311,10 @@ type Execution struct {
 }
 
 // RunCommand runs c in a new process group with stdin from /dev/null and
-// waits for it. When the timeout passes or ctx is done first, the whole
+// waits for it. The script gets Pdeathsig SIGKILL: if the agent dies, the
+// script dies with it (what the script forked does not inherit that;
+// daemons it started are meant to survive, helpers it waits for are
+// orphaned). When the timeout passes or ctx is done first, the whole
 // group gets SIGTERM, then SIGKILL after KillGrace, and RunCommand returns
 // only after the script was reaped and no member of its group is left.
 //
@@ -335,20 +340,23 @@ func RunCommand(ctx context.Context, c Command) Execution {
 	}
 	stdout, stderr := &capBuffer{limit: limit}, &capBuffer{limit: limit}
 	cmd := &exec.Cmd{
-		Path:        c.Path,
-		Args:        append([]string{c.Path}, c.Args...),
-		Env:         c.Env,
-		Dir:         dir,
-		Stdout:      stdout,
-		Stderr:      stderr,
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+		Path:   c.Path,
+		Args:   append([]string{c.Path}, c.Args...),
+		Env:    c.Env,
+		Dir:    dir,
+		Stdout: stdout,
+		Stderr: stderr,
+		// Own group: a timeout kills the script and everything it forked
+		// that stayed in the group. Pdeathsig: the script dies with the
+		// agent (forked on the spawner thread, see process.Spawn).
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 		WaitDelay:   pipeGrace,
 	}
 	if cmd.Env == nil {
 		cmd.Env = []string{} // never the agent's own environment
 	}
 	begin := time.Now()
-	if err := cmd.Start(); err != nil {
+	if err := process.Spawn(cmd); err != nil {
 		return Execution{ExitCode: -1, Err: err, Duration: time.Since(begin)}
 	}
 	ex := Execution{PID: cmd.Process.Pid, ExitCode: -1}

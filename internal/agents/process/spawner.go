@@ -35,6 +35,12 @@ var (
 	spawnerCh   chan spawnRequest
 )
 
+// Spawn runs cmd.Start on the spawner thread and returns its error. Use it
+// for every child that sets SysProcAttr.Pdeathsig (the script classes'
+// action processes do, see agents.RunCommand): only a fork from a thread
+// that lives as long as the agent makes Pdeathsig track the agent.
+func Spawn(cmd *exec.Cmd) error { return spawn(cmd) }
+
 // spawn runs cmd.Start on the spawner thread and returns its error.
 func spawn(cmd *exec.Cmd) error {
 	spawnerOnce.Do(func() {
