@@ -63,6 +63,9 @@ type Command struct {
 
 	// Batch holds the sub-commands of a batch.
 	Batch []Command `json:"batch,omitempty"`
+
+	// Operator holds the arguments of the operator commands (operator.go).
+	Operator *OperatorArgs `json:"operator,omitempty"`
 }
 
 // Encode serialises a command for the log.
@@ -165,6 +168,7 @@ func (s *State) apply(idx uint64, c *Command) Result {
 			}
 		}
 		s.NodeVersion[""] = idx
+		s.dropOrphanConstraints(idx, c.Time)
 		msg := fmt.Sprintf("spec version %d applied", s.SpecVersion)
 		if c.Comment != "" {
 			msg += ": " + c.Comment
@@ -229,6 +233,7 @@ func (s *State) apply(idx uint64, c *Command) Result {
 			}
 		}
 		delete(s.NodeVersion, c.NodeName)
+		s.dropNodeConstraints(idx, c.NodeName, c.Time)
 		for _, m := range s.Fails {
 			delete(m, c.NodeName)
 		}
@@ -301,6 +306,8 @@ func (s *State) apply(idx uint64, c *Command) Result {
 		}
 		s.addEvent(idx, c.Time, "cleanup", c.NodeName, c.Resource, fmt.Sprintf("fail counts of %s on %s cleared (by %s)", c.Resource, where, orUnknown(c.Author)), 0)
 	case CmdEvent:
+	case CmdConstraintAdd, CmdConstraintRemove, CmdConstraintExpire, CmdRestart, CmdResourceSet:
+		res = s.applyOperator(idx, c)
 	default:
 		res.Err = fmt.Errorf("%w: unknown command type %q", ErrRejected, c.Type)
 	}

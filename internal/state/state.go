@@ -120,6 +120,11 @@ type State struct {
 	NodeVersion map[string]uint64 `json:"nodeVersion,omitempty"`
 	Events      []Event           `json:"events,omitempty"`
 	EventSeq    uint64            `json:"eventSeq"`
+	// Constraints are the operator's location constraints (resource
+	// move/ban), by ID; see operator.go.
+	Constraints map[string]*OperatorConstraint `json:"operatorConstraints,omitempty"`
+	// Generations counts operator restarts per resource.
+	Generations map[string]uint64 `json:"generations,omitempty"`
 }
 
 // New returns an empty state.
