@@ -1,0 +1,818 @@
+package scheduler
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+
+	"github.com/paceline/paceline/internal/spec"
+)
+
+// Place computes the desired placement and roles, Pacemaker-style: every
+// resource gets a score per node (location constraints and rules,
+// stickiness, colocations, fail counts, node state); resources are
+// assigned in priority order, each after the resources it is colocated
+// with; a resource runs only on a node with a score of 0 or more; clone
+// instances spread evenly; promotable instances with the best promotion
+// scores are promoted.
+func Place(in Input) Output {
+	out := Output{Desired: map[string]string{}, Exclusive: map[string]bool{}, Resource: map[string]string{}, Roles: map[string]string{}}
+	if in.Spec == nil {
+		return out
+	}
+	p := newPlanner(in, &out)
+	p.run()
+	return out
+}
+
+type slotRef struct {
+	res  *spec.Resource
+	slot int
+	key  string
+}
+
+type planner struct {
+	in    Input
+	out   *Output
+	sp    *spec.Spec
+	nodes []Node
+	node  map[string]*Node
+	fails func(string, string) int
+	rel   spec.Relations
+	locs  []spec.Location
+
+	res     map[string]*spec.Resource
+	slots   map[string][]slotRef
+	current map[string]string // slot → node, including adopted active instances
+	curRole map[string]string
+
+	load    map[string]int            // node → instances placed
+	used    map[string]map[string]int // node → utilization used
+	perNode map[string]map[string]int // resource → node → instances
+	state   map[string]int            // resource → 0 todo, 1 in progress, 2 done
+	// placedOn lists the nodes where a resource got instances; promotedOn
+	// where they are promoted.
+	placedOn   map[string][]string
+	promotedOn map[string][]string
+	// memo of weights merged from dependents (for primaries).
+	why map[string]map[string]string // resource → node → reason it cannot run there
+}
+
+func newPlanner(in Input, out *Output) *planner {
+	p := &planner{in: in, out: out, sp: in.Spec, node: map[string]*Node{}, res: map[string]*spec.Resource{}, slots: map[string][]slotRef{},
+		current: map[string]string{}, curRole: map[string]string{}, load: map[string]int{}, used: map[string]map[string]int{},
+		perNode: map[string]map[string]int{}, state: map[string]int{}, placedOn: map[string][]string{}, promotedOn: map[string][]string{},
+		why: map[string]map[string]string{}}
+	p.fails = in.FailCount
+	if p.fails == nil {
+		p.fails = func(string, string) int { return 0 }
+	}
+	p.nodes = append([]Node(nil), in.Nodes...)
+	sort.Slice(p.nodes, func(i, j int) bool { return p.nodes[i].Name < p.nodes[j].Name })
+	for i := range p.nodes {
+		p.node[p.nodes[i].Name] = &p.nodes[i]
+	}
+	// Node attributes declared in the spec overlay the agents' labels.
+	for _, ns := range p.sp.Nodes {
+		n, ok := p.node[ns.Name]
+		if !ok {
+			continue
+		}
+		labels := map[string]string{}
+		for k, v := range n.Labels {
+			labels[k] = v
+		}
+		for k, v := range ns.Attributes {
+			labels[k] = v
+		}
+		n.Labels = labels
+		if n.Capacity == nil && ns.Capacity != nil {
+			n.Capacity = ns.Capacity
+		}
+	}
+	p.rel = p.sp.Relations()
+	if p.sp.Constraints != nil {
+		p.locs = append(p.locs, p.sp.Constraints.Location...)
+	}
+	p.locs = append(p.locs, in.Extra...)
+	for k, v := range in.Current {
+		p.current[k] = v
+	}
+	for k, v := range in.Roles {
+		p.curRole[k] = v
+	}
+	for i := range p.sp.Resources {
+		r := &p.sp.Resources[i]
+		p.res[r.Name] = r
+		n := 1
+		if r.Clone() {
+			n = r.Replicas
+			if n == 0 {
+				n = len(p.staticNodes(r)) * max(1, r.MaxPerNode)
+			}
+		}
+		for s := 0; s < n; s++ {
+			k := SlotKey(r.Name, s)
+			out.Exclusive[k] = r.Exclusive()
+			out.Resource[k] = r.Name
+			p.slots[r.Name] = append(p.slots[r.Name], slotRef{r, s, k})
+		}
+	}
+	p.adoptActive()
+	return p
+}
+
+// adoptActive treats instances found running (probes, partitions) as
+// current when their slot has no current node, so that placement keeps
+// them where they run; what is not adopted is stopped by the transition.
+func (p *planner) adoptActive() {
+	byRes := map[string][]Instance{}
+	for _, a := range p.in.Active {
+		byRes[a.Resource] = append(byRes[a.Resource], a)
+	}
+	names := make([]string, 0, len(byRes))
+	for n := range byRes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		r := p.res[name]
+		if r == nil {
+			continue
+		}
+		list := byRes[name]
+		sort.Slice(list, func(i, j int) bool { return list[i].Node < list[j].Node })
+		taken := map[string]bool{}
+		for _, s := range p.slots[name] {
+			if n, ok := p.current[s.key]; ok {
+				taken[n] = true
+			}
+		}
+		for _, a := range list {
+			if taken[a.Node] {
+				continue
+			}
+			for _, s := range p.slots[name] {
+				if _, ok := p.current[s.key]; !ok {
+					p.current[s.key] = a.Node
+					if a.Role == spec.RolePromoted {
+						p.curRole[s.key] = spec.RolePromoted
+					}
+					taken[a.Node] = true
+					break
+				}
+			}
+		}
+	}
+}
+
+func (p *planner) run() {
+	order := make([]*spec.Resource, 0, len(p.sp.Resources))
+	for i := range p.sp.Resources {
+		order = append(order, &p.sp.Resources[i])
+	}
+	sort.SliceStable(order, func(i, j int) bool { return order[i].Priority > order[j].Priority })
+	for _, r := range order {
+		p.assign(r)
+	}
+}
+
+// multipleActiveBlocked reports a single resource found active on several
+// nodes whose policy is block.
+func (p *planner) activeNodes(name string) []string {
+	var out []string
+	for _, a := range p.in.Active {
+		if a.Resource == name && !slices.Contains(out, a.Node) {
+			out = append(out, a.Node)
+		}
+	}
+	for _, s := range p.slots[name] {
+		if n, ok := p.in.Current[s.key]; ok && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// assign places r after the resources it is colocated with.
+func (p *planner) assign(r *spec.Resource) {
+	switch p.state[r.Name] {
+	case 1, 2:
+		return // done, or a (refused) cycle
+	}
+	p.state[r.Name] = 1
+	for _, c := range p.rel.Colocations {
+		if c.Dep == r.Name && c.Score != 0 {
+			if pr := p.res[c.Primary]; pr != nil {
+				p.assign(pr)
+			}
+		}
+	}
+	p.state[r.Name] = 2
+	slots := p.slots[r.Name]
+	maint := p.sp.Cluster.Maintenance
+	// Kept as they are: cluster maintenance, nodes in maintenance,
+	// unmanaged resources.
+	keepAll := maint || !r.IsManaged()
+	if !keepAll && r.Exclusive() && r.MultipleActive == spec.MultipleBlock && len(p.activeNodes(r.Name)) > 1 {
+		p.out.Unplaced = append(p.out.Unplaced, fmt.Sprintf("%s: active on %v at once and multipleActive is block: left alone; stop the extra copies and run `paceline resource cleanup %s`", r.Name, p.activeNodes(r.Name), r.Name))
+		keepAll = true
+	}
+	var pending []slotRef
+	for _, s := range slots {
+		cur, has := p.current[s.key]
+		cn, known := p.node[cur]
+		if has && (keepAll || (known && cn.Maintenance)) {
+			p.place(r, s.key, cur)
+			if p.curRole[s.key] == spec.RolePromoted {
+				p.out.Roles[s.key] = spec.RolePromoted
+				p.promotedOn[r.Name] = append(p.promotedOn[r.Name], cur)
+			}
+			continue
+		}
+		if keepAll {
+			continue
+		}
+		if p.in.Blocked[r.Name] || r.TargetRole == spec.RoleStopped {
+			continue
+		}
+		if r.Exclusive() && r.MultipleActive == spec.MultipleStopOnly && len(p.activeNodes(r.Name)) > 1 {
+			p.out.Unplaced = append(p.out.Unplaced, fmt.Sprintf("%s: was active on %v at once; multipleActive is stopOnly, so it stays stopped until `paceline resource cleanup %s`", r.Name, p.activeNodes(r.Name), r.Name))
+			continue
+		}
+		pending = append(pending, s)
+	}
+	if len(pending) == 0 {
+		p.promote(r, keepAll)
+		return
+	}
+	w := p.weights(r, true, "")
+	if r.Clone() {
+		p.assignClone(r, pending, w)
+	} else {
+		p.assignSingle(r, pending[0], w)
+	}
+	p.promote(r, keepAll)
+}
+
+func (p *planner) place(r *spec.Resource, key, node string) {
+	p.out.Desired[key] = node
+	p.load[node]++
+	if p.perNode[r.Name] == nil {
+		p.perNode[r.Name] = map[string]int{}
+	}
+	p.perNode[r.Name][node]++
+	if !slices.Contains(p.placedOn[r.Name], node) {
+		p.placedOn[r.Name] = append(p.placedOn[r.Name], node)
+	}
+	if len(r.Utilization) > 0 {
+		if p.used[node] == nil {
+			p.used[node] = map[string]int{}
+		}
+		for k, v := range r.Utilization {
+			p.used[node][k] += v
+		}
+	}
+}
+
+// weights scores every node for r. Nodes absent from the map are not
+// allowed at all. With withDeps, the preferences of resources colocated
+// with r are merged in (so that a group goes where all its members can run).
+func (p *planner) weights(r *spec.Resource, withDeps bool, skip string) map[string]spec.Score {
+	w := map[string]spec.Score{}
+	why := map[string]string{}
+	p.why[r.Name] = why
+	symmetric := p.sp.Cluster.Symmetric == nil || *p.sp.Cluster.Symmetric
+	for _, n := range p.nodes {
+		if symmetric {
+			w[n.Name] = 0
+		}
+	}
+	for _, l := range p.locs {
+		if l.Resource != r.Name && !p.inGroupNamed(r.Name, l.Resource) {
+			continue
+		}
+		if l.Role == spec.RolePromoted || l.Role == spec.RoleUnpromoted {
+			continue // applies to the role only (promote)
+		}
+		for _, n := range p.nodes {
+			sc, ok := p.locationScore(l, &n)
+			if !ok {
+				continue
+			}
+			w[n.Name] = w[n.Name].Add(sc)
+			if sc <= -spec.Infinity {
+				why[n.Name] = "banned by a location constraint"
+			}
+		}
+	}
+	for _, n := range p.nodes {
+		var reason string
+		switch {
+		case !p.staticAllowed(r, &n):
+			reason = "excluded by nodes/nodeLabels"
+		case !n.Online:
+			reason = "offline"
+		case n.Standby:
+			reason = "standby"
+		case n.Maintenance:
+			reason = "maintenance"
+		case threshold(r) > 0 && p.fails(r.Name, n.Name) >= threshold(r):
+			reason = fmt.Sprintf("fail count %d reached migrationThreshold %d; run `paceline resource cleanup %s`", p.fails(r.Name, n.Name), threshold(r), r.Name)
+		}
+		if reason != "" {
+			w[n.Name] = -spec.Infinity
+			why[n.Name] = reason
+		}
+	}
+	// Colocations with resources already placed.
+	for _, c := range p.rel.Colocations {
+		if c.Dep != r.Name || c.Score == 0 || c.DepRole == spec.RolePromoted || c.DepRole == spec.RoleUnpromoted || c.Primary == skip {
+			continue
+		}
+		pr := p.res[c.Primary]
+		if pr == nil {
+			continue
+		}
+		on := p.placedOn[c.Primary]
+		if c.PrimaryRole == spec.RolePromoted {
+			on = p.promotedOn[c.Primary]
+		} else if c.PrimaryRole == spec.RoleUnpromoted {
+			on = nil
+			for _, n := range p.placedOn[c.Primary] {
+				if !slices.Contains(p.promotedOn[c.Primary], n) {
+					on = append(on, n)
+				}
+			}
+		}
+		for _, n := range p.nodes {
+			there := slices.Contains(on, n.Name)
+			switch {
+			case c.Score >= spec.Infinity && !there:
+				w[n.Name] = -spec.Infinity
+				if why[n.Name] == "" {
+					why[n.Name] = fmt.Sprintf("must run with %s, which is not on this node (%s)", c.Primary, c.Source)
+				}
+			case c.Score <= -spec.Infinity && there:
+				w[n.Name] = -spec.Infinity
+				if why[n.Name] == "" {
+					why[n.Name] = fmt.Sprintf("must not run with %s (%s)", c.Primary, c.Source)
+				}
+			case there:
+				w[n.Name] = w[n.Name].Add(c.Score)
+			}
+		}
+	}
+	// Stickiness on the nodes where it runs now.
+	st := spec.Score(spec.DefaultStickiness)
+	if r.Stickiness != nil {
+		st = spec.Score(*r.Stickiness)
+	} else if p.sp.Cluster.Stickiness != nil {
+		st = spec.Score(*p.sp.Cluster.Stickiness)
+	}
+	if st != 0 {
+		for _, s := range p.slots[r.Name] {
+			if n, ok := p.current[s.key]; ok {
+				if v, ok := w[n]; ok && v > -spec.Infinity {
+					w[n] = v.Add(st)
+				}
+			}
+		}
+	}
+	if withDeps {
+		p.mergeDependents(r, w)
+	}
+	return w
+}
+
+// mergeDependents adds the node preferences of resources that follow r
+// (positive colocations with r as primary), scaled by score/INFINITY, so
+// that r goes where its dependents can run too. The merge is dropped when
+// it would leave r nowhere to run.
+func (p *planner) mergeDependents(r *spec.Resource, w map[string]spec.Score) {
+	merged := map[string]spec.Score{}
+	for k, v := range w {
+		merged[k] = v
+	}
+	changed := false
+	for _, c := range p.rel.Colocations {
+		if c.Primary != r.Name || c.Score <= 0 || c.DepRole == spec.RolePromoted || c.PrimaryRole != "" {
+			continue
+		}
+		dep := p.res[c.Dep]
+		if dep == nil || p.state[dep.Name] != 0 || !dep.Exclusive() || !r.Exclusive() {
+			continue
+		}
+		p.state[dep.Name] = 1 // guard against cycles while merging
+		dw := p.weights(dep, true, r.Name)
+		p.state[dep.Name] = 0
+		for _, n := range p.nodes {
+			d, ok := dw[n.Name]
+			if !ok {
+				d = -spec.Infinity
+			}
+			var add spec.Score
+			switch {
+			case d <= -spec.Infinity && c.Score >= spec.Infinity:
+				add = -spec.Infinity
+			case d <= -spec.Infinity:
+				add = -c.Score
+			default:
+				add = spec.Score(int64(d) * int64(c.Score) / int64(spec.Infinity))
+			}
+			if add != 0 {
+				if v, ok := merged[n.Name]; ok {
+					merged[n.Name] = v.Add(add)
+					changed = true
+				}
+			}
+		}
+	}
+	if !changed {
+		return
+	}
+	for _, v := range merged {
+		if v >= 0 {
+			for k, v := range merged {
+				w[k] = v
+			}
+			return
+		}
+	}
+}
+
+func (p *planner) inGroupNamed(res, group string) bool {
+	for _, g := range p.sp.Groups {
+		if g.Name == group {
+			return slices.Contains(g.Members, res)
+		}
+	}
+	return false
+}
+
+// locationScore returns the score l gives node n (ok false: no opinion).
+func (p *planner) locationScore(l spec.Location, n *Node) (spec.Score, bool) {
+	if l.Node != "" {
+		if l.Node != n.Name || l.Score == nil {
+			return 0, false
+		}
+		return *l.Score, true
+	}
+	var total spec.Score
+	any := false
+	for _, ru := range l.Rules {
+		if ruleMatches(ru, n) {
+			total = total.Add(ru.Score)
+			any = true
+		}
+	}
+	return total, any
+}
+
+func ruleMatches(ru spec.Rule, n *Node) bool {
+	anyOf := ru.Match == "any"
+	for _, e := range ru.Expressions {
+		m := exprMatches(e, n)
+		if anyOf && m {
+			return true
+		}
+		if !anyOf && !m {
+			return false
+		}
+	}
+	return !anyOf
+}
+
+func exprMatches(e spec.Expression, n *Node) bool {
+	v, ok := n.Labels[e.Attribute]
+	if e.Attribute == "#uname" {
+		v, ok = n.Name, true
+	}
+	switch e.Op {
+	case "defined":
+		return ok
+	case "notDefined":
+		return !ok
+	}
+	if !ok {
+		return e.Op == "ne"
+	}
+	c := compareValues(v, e.Value, e.Type)
+	switch e.Op {
+	case "eq":
+		return c == 0
+	case "ne":
+		return c != 0
+	case "lt":
+		return c < 0
+	case "gt":
+		return c > 0
+	case "lte":
+		return c <= 0
+	case "gte":
+		return c >= 0
+	}
+	return false
+}
+
+func compareValues(a, b, typ string) int {
+	switch typ {
+	case "integer", "number":
+		x, err1 := strconv.ParseFloat(a, 64)
+		y, err2 := strconv.ParseFloat(b, 64)
+		if err1 == nil && err2 == nil {
+			return cmp.Compare(x, y)
+		}
+	case "version":
+		return compareVersions(a, b)
+	}
+	return cmp.Compare(a, b)
+}
+
+func compareVersions(a, b string) int {
+	split := func(s string) []int {
+		var out []int
+		cur, has := 0, false
+		for _, ch := range s {
+			if ch >= '0' && ch <= '9' {
+				cur = cur*10 + int(ch-'0')
+				has = true
+				continue
+			}
+			if has {
+				out = append(out, cur)
+			}
+			cur, has = 0, false
+		}
+		if has {
+			out = append(out, cur)
+		}
+		return out
+	}
+	x, y := split(a), split(b)
+	for i := 0; i < max(len(x), len(y)); i++ {
+		var u, v int
+		if i < len(x) {
+			u = x[i]
+		}
+		if i < len(y) {
+			v = y[i]
+		}
+		if c := cmp.Compare(u, v); c != 0 {
+			return c
+		}
+	}
+	return 0
+}
+
+func (p *planner) staticNodes(r *spec.Resource) []string {
+	var out []string
+	for i := range p.nodes {
+		if p.staticAllowed(r, &p.nodes[i]) {
+			out = append(out, p.nodes[i].Name)
+		}
+	}
+	return out
+}
+
+func (p *planner) staticAllowed(r *spec.Resource, n *Node) bool {
+	if len(r.Nodes) > 0 && !slices.Contains(r.Nodes, n.Name) {
+		return false
+	}
+	for k, v := range r.NodeLabels {
+		if n.Labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// fits reports whether r's utilization fits on n under the placement strategy.
+func (p *planner) fits(r *spec.Resource, n string) bool {
+	if p.sp.Cluster.PlacementStrategy == "" || p.sp.Cluster.PlacementStrategy == spec.PlacementDefault || len(r.Utilization) == 0 {
+		return true
+	}
+	capa := p.node[n].Capacity
+	for k, need := range r.Utilization {
+		if p.used[n][k]+need > capa[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// free is the node's remaining capacity summed over all keys.
+func (p *planner) free(n string) int {
+	f := 0
+	for k, c := range p.node[n].Capacity {
+		f += c - p.used[n][k]
+	}
+	return f
+}
+
+// better orders candidate nodes: higher score, then (balanced) more free
+// capacity or (minimal) less, then fewer instances placed, then name.
+func (p *planner) better(w map[string]spec.Score, a, b string) bool {
+	if w[a] != w[b] {
+		return w[a] > w[b]
+	}
+	switch p.sp.Cluster.PlacementStrategy {
+	case spec.PlacementBalanced:
+		if fa, fb := p.free(a), p.free(b); fa != fb {
+			return fa > fb
+		}
+	case spec.PlacementMinimal:
+		if fa, fb := p.free(a), p.free(b); fa != fb {
+			return fa < fb
+		}
+	}
+	if p.load[a] != p.load[b] {
+		return p.load[a] < p.load[b]
+	}
+	return a < b
+}
+
+func (p *planner) eligible(r *spec.Resource, w map[string]spec.Score, n string) bool {
+	v, ok := w[n]
+	return ok && v >= 0 && p.fits(r, n) && p.perNode[r.Name][n] < max(1, r.MaxPerNode)
+}
+
+func (p *planner) assignSingle(r *spec.Resource, s slotRef, w map[string]spec.Score) {
+	best := ""
+	cur := p.current[s.key]
+	for _, n := range p.nodes {
+		if !p.eligible(r, w, n.Name) {
+			continue
+		}
+		switch {
+		case best == "":
+			best = n.Name
+		case w[n.Name] == w[best] && n.Name == cur:
+			best = n.Name // ties keep it where it is
+		case w[n.Name] == w[best] && best == cur:
+		case p.better(w, n.Name, best):
+			best = n.Name
+		}
+	}
+	if best == "" {
+		p.out.Unplaced = append(p.out.Unplaced, fmt.Sprintf("%s: no eligible node (%s)", s.key, p.whyNot(r, w)))
+		return
+	}
+	p.place(r, s.key, best)
+}
+
+func (p *planner) assignClone(r *spec.Resource, pending []slotRef, w map[string]spec.Score) {
+	// Instances stay where they run when that node is still eligible.
+	var rest []slotRef
+	for _, s := range pending {
+		if cur, ok := p.current[s.key]; ok && p.eligible(r, w, cur) {
+			p.place(r, s.key, cur)
+			continue
+		}
+		rest = append(rest, s)
+	}
+	for _, s := range rest {
+		best := ""
+		for _, n := range p.nodes {
+			if !p.eligible(r, w, n.Name) {
+				continue
+			}
+			if best == "" {
+				best = n.Name
+				continue
+			}
+			ca, cb := p.perNode[r.Name][n.Name], p.perNode[r.Name][best]
+			if ca != cb {
+				if ca < cb {
+					best = n.Name
+				}
+				continue
+			}
+			if p.better(w, n.Name, best) {
+				best = n.Name
+			}
+		}
+		if best == "" {
+			p.out.Unplaced = append(p.out.Unplaced, fmt.Sprintf("%s: no eligible node (%s)", s.key, p.whyNot(r, w)))
+			continue
+		}
+		p.place(r, s.key, best)
+	}
+}
+
+// promote chooses the promoted instances of a promotable resource.
+func (p *planner) promote(r *spec.Resource, keep bool) {
+	if r.Mode != spec.ModePromotable || keep || r.TargetRole == spec.RoleUnpromoted {
+		return
+	}
+	type cand struct {
+		key, node string
+		score     spec.Score
+		current   bool
+	}
+	var cands []cand
+	for _, s := range p.slots[r.Name] {
+		n, ok := p.out.Desired[s.key]
+		if !ok {
+			continue
+		}
+		var sc spec.Score
+		has := false
+		if p.in.PromotionScore != nil {
+			if v, ok := p.in.PromotionScore(r.Name, n); ok {
+				sc, has = spec.Score(v), true
+			}
+		}
+		nd := p.node[n]
+		for _, l := range p.locs {
+			if l.Resource != r.Name || l.Role != spec.RolePromoted || nd == nil {
+				continue
+			}
+			if v, ok := p.locationScore(l, nd); ok {
+				sc = sc.Add(v)
+				has = has || v > 0
+			}
+		}
+		for _, c := range p.rel.Colocations {
+			if c.Dep != r.Name || c.DepRole != spec.RolePromoted {
+				continue
+			}
+			on := p.placedOn[c.Primary]
+			if c.PrimaryRole == spec.RolePromoted {
+				on = p.promotedOn[c.Primary]
+			}
+			there := slices.Contains(on, n)
+			switch {
+			case c.Score >= spec.Infinity && !there, c.Score <= -spec.Infinity && there:
+				sc = -spec.Infinity
+			case there:
+				sc = sc.Add(c.Score)
+			}
+		}
+		if !has || sc < 0 {
+			continue
+		}
+		cands = append(cands, cand{s.key, n, sc, p.curRole[s.key] == spec.RolePromoted && p.current[s.key] == n})
+	}
+	sort.SliceStable(cands, func(i, j int) bool {
+		a, b := cands[i], cands[j]
+		if a.score != b.score {
+			return a.score > b.score
+		}
+		if a.current != b.current {
+			return a.current
+		}
+		return a.node < b.node
+	})
+	perNode := map[string]int{}
+	count := 0
+	for _, c := range cands {
+		if count >= max(1, r.PromotedMax) {
+			break
+		}
+		if perNode[c.node] >= max(1, r.PromotedMaxPerNode) {
+			continue
+		}
+		perNode[c.node]++
+		count++
+		p.out.Roles[c.key] = spec.RolePromoted
+		p.promotedOn[r.Name] = append(p.promotedOn[r.Name], c.node)
+	}
+}
+
+func threshold(r *spec.Resource) int {
+	if r.OnFail == spec.OnFailMigrate {
+		return 1
+	}
+	if r.MigrationThreshold == nil {
+		return spec.DefaultMigrationThreshold
+	}
+	return *r.MigrationThreshold
+}
+
+func (p *planner) whyNot(r *spec.Resource, w map[string]spec.Score) string {
+	if len(p.nodes) == 0 {
+		return "no nodes"
+	}
+	var reasons []string
+	for _, n := range p.nodes {
+		why := p.why[r.Name][n.Name]
+		v, ok := w[n.Name]
+		switch {
+		case why != "":
+		case !ok:
+			why = "not allowed (symmetric: false and no location allows it)"
+		case v < 0:
+			why = fmt.Sprintf("score %s (constraints)", v)
+		case !p.fits(r, n.Name):
+			why = "not enough capacity left for its utilization"
+		default:
+			why = "already holds its share of instances"
+		}
+		reasons = append(reasons, n.Name+": "+why)
+	}
+	return joinSemi(reasons)
+}
