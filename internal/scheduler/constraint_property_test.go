@@ -21,7 +21,7 @@ func genConstrained(t *rapid.T) (Input, map[string]int) {
 	sp := w.in.Spec
 	for i := range sp.Resources {
 		r := &sp.Resources[i]
-		if r.Mode == spec.ModeSingle && rapid.Float64Range(0, 1).Draw(t, r.Name+".promotable") < 0.2 {
+		if r.Mode == spec.ModeSingle && rare(t, r.Name+".promotable", 20) {
 			r.Mode = spec.ModePromotable
 			r.Class = "ocf:pacemaker:Stateful"
 			r.Params = spec.Params{}
@@ -35,19 +35,19 @@ func genConstrained(t *rapid.T) (Input, map[string]int) {
 	n := len(sp.Resources)
 	scores := []spec.Score{spec.Infinity, -spec.Infinity, 50, -50, 200}
 	for i := 1; i < n; i++ {
-		if rapid.Float64Range(0, 1).Draw(t, fmt.Sprintf("coloc%d", i)) < 0.4 {
+		if rare(t, fmt.Sprintf("coloc%d", i), 40) {
 			j := rapid.IntRange(0, i-1).Draw(t, fmt.Sprintf("coloc%d.with", i))
 			c.Colocation = append(c.Colocation, spec.Colocation{Resource: sp.Resources[i].Name, With: sp.Resources[j].Name,
 				Score: rapid.SampledFrom(scores).Draw(t, fmt.Sprintf("coloc%d.score", i))})
 		}
-		if rapid.Float64Range(0, 1).Draw(t, fmt.Sprintf("order%d", i)) < 0.4 {
+		if rare(t, fmt.Sprintf("order%d", i), 40) {
 			j := rapid.IntRange(0, i-1).Draw(t, fmt.Sprintf("order%d.first", i))
 			c.Order = append(c.Order, spec.Order{First: sp.Resources[j].Name, Then: sp.Resources[i].Name,
 				Kind: rapid.SampledFrom([]string{"", spec.OrderOptional}).Draw(t, fmt.Sprintf("order%d.kind", i))})
 		}
 	}
 	for i := range sp.Resources {
-		if rapid.Float64Range(0, 1).Draw(t, fmt.Sprintf("loc%d", i)) < 0.4 {
+		if rare(t, fmt.Sprintf("loc%d", i), 40) {
 			s := rapid.SampledFrom(scores).Draw(t, fmt.Sprintf("loc%d.score", i))
 			c.Location = append(c.Location, spec.Location{Resource: sp.Resources[i].Name,
 				Node: rapid.SampledFrom(propNodeNames).Draw(t, fmt.Sprintf("loc%d.node", i)), Score: &s})

@@ -23,9 +23,9 @@ type world struct {
 
 func genNode(t *rapid.T, name string) Node {
 	n := Node{Name: name,
-		Online:      rapid.Float64Range(0, 1).Draw(t, name+".online") < 0.8,
-		Standby:     rapid.Float64Range(0, 1).Draw(t, name+".standby") < 0.15,
-		Maintenance: rapid.Float64Range(0, 1).Draw(t, name+".maint") < 0.1,
+		Online:      !rare(t, name+".offline", 20),
+		Standby:     rare(t, name+".standby", 15),
+		Maintenance: rare(t, name+".maint", 10),
 	}
 	if rapid.Bool().Draw(t, name+".haslabel") {
 		n.Labels = map[string]string{"zone": rapid.SampledFrom(propZones).Draw(t, name+".zone")}
@@ -44,13 +44,13 @@ func genResource(t *rapid.T, name string) spec.Resource {
 	if rapid.Bool().Draw(t, name+".hasThreshold") {
 		r.MigrationThreshold = intp(rapid.IntRange(0, 3).Draw(t, name+".threshold"))
 	}
-	if rapid.Float64Range(0, 1).Draw(t, name+".hasNodes") < 0.25 {
+	if rare(t, name+".hasNodes", 25) {
 		r.Nodes = rapid.SliceOfNDistinct(rapid.SampledFrom(propNodeNames), 1, 3, rapid.ID[string]).Draw(t, name+".nodes")
 	}
-	if rapid.Float64Range(0, 1).Draw(t, name+".hasLabels") < 0.25 {
+	if rare(t, name+".hasLabels", 25) {
 		r.NodeLabels = map[string]string{"zone": rapid.SampledFrom(propZones).Draw(t, name+".labelZone")}
 	}
-	if rapid.Float64Range(0, 1).Draw(t, name+".stopped") < 0.1 {
+	if rare(t, name+".stopped", 10) {
 		r.TargetRole = "stopped"
 	}
 	return r
@@ -76,22 +76,22 @@ func genWorld(t *rapid.T, allowMaintenance bool) world {
 	}
 	sp := mkSpec(rs...)
 	if allowMaintenance {
-		sp.Cluster.Maintenance = rapid.Float64Range(0, 1).Draw(t, "clusterMaint") < 0.1
+		sp.Cluster.Maintenance = rare(t, "clusterMaint", 10)
 	}
 	w := world{fails: map[string]int{}}
 	blocked := map[string]bool{}
 	cur := map[string]string{}
 	for _, r := range rs {
-		if rapid.Float64Range(0, 1).Draw(t, r.Name+".blocked") < 0.1 {
+		if rare(t, r.Name+".blocked", 10) {
 			blocked[r.Name] = true
 		}
 		for _, n := range propNodeNames {
-			if rapid.Float64Range(0, 1).Draw(t, r.Name+"@"+n+".failed") < 0.15 {
+			if rare(t, r.Name+"@"+n+".failed", 15) {
 				w.fails[r.Name+"@"+n] = rapid.IntRange(1, 4).Draw(t, r.Name+"@"+n+".fails")
 			}
 		}
 		for s := 0; s < 6; s++ {
-			if rapid.Float64Range(0, 1).Draw(t, fmt.Sprintf("%s:%d.cur", r.Name, s)) < 0.3 {
+			if rare(t, fmt.Sprintf("%s:%d.cur", r.Name, s), 30) {
 				cur[SlotKey(r.Name, s)] = rapid.SampledFrom(append(propNodeNames, "gone")).Draw(t, fmt.Sprintf("%s:%d.curNode", r.Name, s))
 			}
 		}
@@ -414,4 +414,11 @@ func BenchmarkPlace(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		Place(in)
 	}
+}
+
+// rare is true with about pct percent probability. rapid draws small
+// integers more often, so the rare outcome is put at the top of the range
+// (a Float64Range(0, 1) < p draw would be true far more often than p).
+func rare(t *rapid.T, label string, pct int) bool {
+	return rapid.IntRange(0, 99).Draw(t, label) >= 100-pct
 }
