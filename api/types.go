@@ -89,6 +89,9 @@ type Status struct {
 	Nodes       []Node     `json:"nodes"`
 	Resources   []Resource `json:"resources"`
 	Events      []Event    `json:"events"`
+	// Constraints are the operator constraints in force (resource move
+	// and ban), with their remaining time.
+	Constraints []OperatorConstraint `json:"constraints,omitempty"`
 }
 
 // ApplyResult answers POST /v1/spec.
@@ -98,6 +101,9 @@ type ApplyResult struct {
 	Changes []string `json:"changes"`
 	// Plan lists what would start, stop or move.
 	Plan []string `json:"plan"`
+	// Transition is the scheduler's ordered actions for this spec (what
+	// apply --dry-run shows).
+	Transition []TransitionAction `json:"transition,omitempty"`
 }
 
 // SpecVersion is one entry of the spec history.

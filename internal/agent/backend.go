@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/paceline/paceline/api"
 	"github.com/paceline/paceline/internal/errs"
 	"github.com/paceline/paceline/internal/httpapi"
-	"github.com/paceline/paceline/internal/scheduler"
 	"github.com/paceline/paceline/internal/spec"
 	"github.com/paceline/paceline/internal/state"
 )
@@ -110,6 +108,10 @@ func (a *Agent) Status(ctx context.Context) (*api.Status, error) {
 		for _, e := range s.EventsAfter(0, 15) {
 			st.Events = append(st.Events, toAPIEvent(e))
 		}
+		now := time.Now()
+		if cs := s.OperatorConstraints(now); len(cs) > 0 {
+			st.Constraints = toAPIConstraints(cs, now)
+		}
 	})
 	return st, nil
 }
@@ -139,11 +141,15 @@ func (a *Agent) ApplySpec(ctx context.Context, doc []byte, dryRun bool, comment,
 	}
 	res := &api.ApplyResult{DryRun: dryRun}
 	var cur *spec.Spec
+	var perr error
 	a.fsm.Read(func(s *state.State) {
 		cur = s.Spec
 		res.Version = s.SpecVersion
-		res.Plan = planPreview(s, sp)
+		res.Plan, res.Transition, perr = preview(s, sp, time.Now())
 	})
+	if perr != nil {
+		return nil, perr
+	}
 	for _, c := range spec.Diff(orEmpty(cur), sp) {
 		res.Changes = append(res.Changes, c.String())
 	}
@@ -166,48 +172,6 @@ func orEmpty(s *spec.Spec) *spec.Spec {
 		return &spec.Spec{}
 	}
 	return s
-}
-
-// planPreview shows what the scheduler would start, stop or move if sp
-// were applied now.
-func planPreview(s *state.State, sp *spec.Spec) []string {
-	in := scheduler.Input{Spec: sp.WithDefaults(), Current: map[string]string{}, Blocked: map[string]bool{}, FailCount: s.FailCount}
-	for _, name := range s.NodeNames() {
-		n := s.Nodes[name]
-		in.Nodes = append(in.Nodes, scheduler.Node{Name: n.Name, Online: n.Online, Standby: n.Standby, Maintenance: n.Maintenance, Labels: n.Labels})
-	}
-	for r := range s.Blocked {
-		in.Blocked[r] = true
-	}
-	for k, as := range s.Assignments {
-		in.Current[k] = as.Node
-	}
-	out := scheduler.Place(in)
-	keys := map[string]bool{}
-	for k := range in.Current {
-		keys[k] = true
-	}
-	for k := range out.Desired {
-		keys[k] = true
-	}
-	var lines []string
-	for k := range keys {
-		cur, want := in.Current[k], out.Desired[k]
-		switch {
-		case cur == want:
-		case cur == "":
-			lines = append(lines, fmt.Sprintf("start %s on %s", k, want))
-		case want == "":
-			lines = append(lines, fmt.Sprintf("stop  %s on %s", k, cur))
-		default:
-			lines = append(lines, fmt.Sprintf("move  %s from %s to %s", k, cur, want))
-		}
-	}
-	sort.Strings(lines)
-	for _, u := range out.Unplaced {
-		lines = append(lines, "cannot place "+u)
-	}
-	return lines
 }
 
 // GetSpec implements httpapi.Backend.

@@ -44,6 +44,17 @@ type Backend interface {
 	RemoveNode(ctx context.Context, node, author string) error
 	Events(ctx context.Context, after uint64, wait time.Duration) ([]api.Event, error)
 	Cleanup(ctx context.Context, resource, node, author string) error
+	// Operator commands on resources (paceline resource ..., simulate).
+	Resources(ctx context.Context) (*api.ResourceList, error)
+	Resource(ctx context.Context, name string) (*api.ResourceDetail, error)
+	FailCounts(ctx context.Context, resource, node string) ([]api.FailInfo, error)
+	Move(ctx context.Context, resource string, req api.ConstraintRequest, author string) (*api.ConstraintResult, error)
+	Ban(ctx context.Context, resource string, req api.ConstraintRequest, author string) (*api.ConstraintResult, error)
+	Clear(ctx context.Context, resource, node, author string) (*api.ConstraintResult, error)
+	Restart(ctx context.Context, resource, author string) (*api.ResourceChange, error)
+	// SetResource runs enable, disable, manage or unmanage.
+	SetResource(ctx context.Context, resource, action, author string) (*api.ResourceChange, error)
+	Simulate(ctx context.Context, req api.SimulateRequest) (*api.Simulation, error)
 	// TokenRole returns the role of a bearer token, or "" if unknown.
 	TokenRole(token string) string
 
@@ -124,6 +135,7 @@ func New(b Backend, joinToken string, log *slog.Logger) *Server {
 	s.mux.HandleFunc("POST /v1/resources/{name}/cleanup", pub(RoleOperator, func(w http.ResponseWriter, r *http.Request) (any, error) {
 		return okBody, b.Cleanup(r.Context(), r.PathValue("name"), r.URL.Query().Get("node"), author(r))
 	}))
+	s.resourceRoutes(b, pub)
 
 	in := func(h func(w http.ResponseWriter, r *http.Request) (any, error)) http.HandlerFunc {
 		return s.wrap("internal", h)

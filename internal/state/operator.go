@@ -314,35 +314,7 @@ func (s *State) applyOperator(idx uint64, c *Command) Result {
 		if !ok {
 			return reject("no resource or group %q in the spec", c.Resource)
 		}
-		next, changed := s.Spec.Clone(), false
-		in := map[string]bool{}
-		for _, m := range mem {
-			in[m] = true
-		}
-		for i := range next.Resources {
-			r := &next.Resources[i]
-			if !in[r.Name] {
-				continue
-			}
-			switch op.TargetRole {
-			case "":
-			case "default":
-				changed = changed || r.TargetRole != ""
-				r.TargetRole = ""
-			default:
-				changed = changed || r.TargetRole != op.TargetRole
-				r.TargetRole = op.TargetRole
-			}
-			if op.Managed != nil {
-				var want *bool
-				if !*op.Managed {
-					f := false
-					want = &f
-				}
-				changed = changed || (r.Managed == nil) != (want == nil) || (r.Managed != nil && *r.Managed != *want)
-				r.Managed = want
-			}
-		}
+		next, changed := ResourceSetSpec(s.Spec, mem, *op)
 		if !changed {
 			return reject("%s already has that setting; nothing to change", c.Resource)
 		}
@@ -357,6 +329,46 @@ func (s *State) applyOperator(idx uint64, c *Command) Result {
 	}
 	return res
 }
+
+// ResourceSetSpec returns a copy of sp with the targetRole and managed
+// settings of op applied to the named resources, and whether anything
+// changed. resource-set applies it; the API uses it to preview the change.
+func ResourceSetSpec(sp *spec.Spec, names []string, op OperatorArgs) (*spec.Spec, bool) {
+	next, changed := sp.Clone(), false
+	in := map[string]bool{}
+	for _, m := range names {
+		in[m] = true
+	}
+	for i := range next.Resources {
+		r := &next.Resources[i]
+		if !in[r.Name] {
+			continue
+		}
+		switch op.TargetRole {
+		case "":
+		case "default":
+			changed = changed || r.TargetRole != ""
+			r.TargetRole = ""
+		default:
+			changed = changed || r.TargetRole != op.TargetRole
+			r.TargetRole = op.TargetRole
+		}
+		if op.Managed != nil {
+			var want *bool
+			if !*op.Managed {
+				f := false
+				want = &f
+			}
+			changed = changed || (r.Managed == nil) != (want == nil) || (r.Managed != nil && *r.Managed != *want)
+			r.Managed = want
+		}
+	}
+	return next, changed
+}
+
+// Members returns the resources a name stands for: itself, or a group's
+// members (ok false: neither a resource nor a group of the spec).
+func (s *State) Members(name string) ([]string, bool) { return s.members(name) }
 
 // dropOrphanConstraints removes operator constraints and restart
 // generations of resources the spec no longer has (after set-spec), so
