@@ -1,0 +1,22 @@
+package systemd
+
+import (
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/paceline/paceline/internal/procfs"
+)
+
+// TestMain fails the run if a test left an unreaped child process behind
+// (a dbus-daemon or a unit's process of the stand-in).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		if kids := procfs.Children(os.Getpid()); len(kids) > 0 {
+			fmt.Fprintf(os.Stderr, "leaked child processes: %v\n", kids)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
