@@ -48,23 +48,26 @@ type planner struct {
 	current map[string]string // slot → node, including adopted active instances
 	curRole map[string]string
 
-	load    map[string]int            // node → instances placed
+	loadV    []int            // node index → instances placed
+	perNodeV map[string][]int // resource → node index → instances
 	used    map[string]map[string]int // node → utilization used
-	perNode map[string]map[string]int // resource → node → instances
 	state   map[string]int            // resource → 0 todo, 1 in progress, 2 done
 	// placedOn lists the nodes where a resource got instances; promotedOn
 	// where they are promoted.
 	placedOn   map[string][]string
 	promotedOn map[string][]string
-	// memo of weights merged from dependents (for primaries).
-	why map[string]map[string]string // resource → node → reason it cannot run there
+	idx          map[string]int // node name → index in nodes
+	locsOf       map[string][]spec.Location
+	colByDep     map[string][]spec.Coloc
+	colByPrimary map[string][]spec.Coloc
+	baseW        map[string][]spec.Score
 }
 
 func newPlanner(in Input, out *Output) *planner {
 	p := &planner{in: in, out: out, sp: in.Spec, node: map[string]*Node{}, res: map[string]*spec.Resource{}, slots: map[string][]slotRef{},
-		current: map[string]string{}, curRole: map[string]string{}, load: map[string]int{}, used: map[string]map[string]int{},
-		perNode: map[string]map[string]int{}, state: map[string]int{}, placedOn: map[string][]string{}, promotedOn: map[string][]string{},
-		why: map[string]map[string]string{}}
+		current: map[string]string{}, curRole: map[string]string{}, used: map[string]map[string]int{},
+		perNodeV: map[string][]int{}, state: map[string]int{}, placedOn: map[string][]string{}, promotedOn: map[string][]string{},
+		idx: map[string]int{}, locsOf: map[string][]spec.Location{}, colByDep: map[string][]spec.Coloc{}, colByPrimary: map[string][]spec.Coloc{}, baseW: map[string][]spec.Score{}}
 	p.fails = in.FailCount
 	if p.fails == nil {
 		p.fails = func(string, string) int { return 0 }
@@ -73,7 +76,9 @@ func newPlanner(in Input, out *Output) *planner {
 	sort.Slice(p.nodes, func(i, j int) bool { return p.nodes[i].Name < p.nodes[j].Name })
 	for i := range p.nodes {
 		p.node[p.nodes[i].Name] = &p.nodes[i]
+		p.idx[p.nodes[i].Name] = i
 	}
+	p.loadV = make([]int, len(p.nodes))
 	// Node attributes declared in the spec overlay the agents' labels.
 	for _, ns := range p.sp.Nodes {
 		n, ok := p.node[ns.Name]
@@ -97,6 +102,23 @@ func newPlanner(in Input, out *Output) *planner {
 		p.locs = append(p.locs, p.sp.Constraints.Location...)
 	}
 	p.locs = append(p.locs, in.Extra...)
+	members := map[string][]string{}
+	for _, g := range p.sp.Groups {
+		members[g.Name] = g.Members
+	}
+	for _, l := range p.locs {
+		if m, ok := members[l.Resource]; ok {
+			for _, x := range m {
+				p.locsOf[x] = append(p.locsOf[x], l)
+			}
+			continue
+		}
+		p.locsOf[l.Resource] = append(p.locsOf[l.Resource], l)
+	}
+	for _, c := range p.rel.Colocations {
+		p.colByDep[c.Dep] = append(p.colByDep[c.Dep], c)
+		p.colByPrimary[c.Primary] = append(p.colByPrimary[c.Primary], c)
+	}
 	for k, v := range in.Current {
 		p.current[k] = v
 	}
@@ -204,8 +226,8 @@ func (p *planner) assign(r *spec.Resource) {
 		return // done, or a (refused) cycle
 	}
 	p.state[r.Name] = 1
-	for _, c := range p.rel.Colocations {
-		if c.Dep == r.Name && c.Score != 0 {
+	for _, c := range p.colByDep[r.Name] {
+		if c.Score != 0 {
 			if pr := p.res[c.Primary]; pr != nil {
 				p.assign(pr)
 			}
@@ -260,11 +282,13 @@ func (p *planner) assign(r *spec.Resource) {
 
 func (p *planner) place(r *spec.Resource, key, node string) {
 	p.out.Desired[key] = node
-	p.load[node]++
-	if p.perNode[r.Name] == nil {
-		p.perNode[r.Name] = map[string]int{}
+	if i, ok := p.idx[node]; ok {
+		p.loadV[i]++
+		if p.perNodeV[r.Name] == nil {
+			p.perNodeV[r.Name] = make([]int, len(p.nodes))
+		}
+		p.perNodeV[r.Name][i]++
 	}
-	p.perNode[r.Name][node]++
 	if !slices.Contains(p.placedOn[r.Name], node) {
 		p.placedOn[r.Name] = append(p.placedOn[r.Name], node)
 	}
@@ -278,91 +302,34 @@ func (p *planner) place(r *spec.Resource, key, node string) {
 	}
 }
 
-// weights scores every node for r. Nodes absent from the map are not
-// allowed at all. With withDeps, the preferences of resources colocated
-// with r are merged in (so that a group goes where all its members can run).
-func (p *planner) weights(r *spec.Resource, withDeps bool, skip string) map[string]spec.Score {
-	w := map[string]spec.Score{}
-	why := map[string]string{}
-	p.why[r.Name] = why
-	symmetric := p.sp.Cluster.Symmetric == nil || *p.sp.Cluster.Symmetric
-	for _, n := range p.nodes {
-		if symmetric {
-			w[n.Name] = 0
-		}
-	}
-	for _, l := range p.locs {
-		if l.Resource != r.Name && !p.inGroupNamed(r.Name, l.Resource) {
-			continue
-		}
-		if l.Role == spec.RolePromoted || l.Role == spec.RoleUnpromoted {
-			continue // applies to the role only (promote)
-		}
-		for _, n := range p.nodes {
-			sc, ok := p.locationScore(l, &n)
-			if !ok {
-				continue
-			}
-			w[n.Name] = w[n.Name].Add(sc)
-			if sc <= -spec.Infinity {
-				why[n.Name] = "banned by a location constraint"
-			}
-		}
-	}
-	for _, n := range p.nodes {
-		var reason string
-		switch {
-		case !p.staticAllowed(r, &n):
-			reason = "excluded by nodes/nodeLabels"
-		case !n.Online:
-			reason = "offline"
-		case n.Standby:
-			reason = "standby"
-		case n.Maintenance:
-			reason = "maintenance"
-		case threshold(r) > 0 && p.fails(r.Name, n.Name) >= threshold(r):
-			reason = fmt.Sprintf("fail count %d reached migrationThreshold %d; run `paceline resource cleanup %s`", p.fails(r.Name, n.Name), threshold(r), r.Name)
-		}
-		if reason != "" {
-			w[n.Name] = -spec.Infinity
-			why[n.Name] = reason
-		}
-	}
+// notAllowed marks a node a resource may not use at all (opt-in clusters:
+// no location allows it). It sorts below -Infinity.
+const notAllowed = -spec.Infinity - 1
+
+// weights scores every node for r, indexed like p.nodes. With withDeps,
+// the preferences of resources colocated with r are merged in (so that a
+// group goes where all its members can run); skip names a primary whose
+// colocation is ignored (it is being placed).
+func (p *planner) weights(r *spec.Resource, withDeps bool, skip string) []spec.Score {
+	w := slices.Clone(p.base(r))
 	// Colocations with resources already placed.
-	for _, c := range p.rel.Colocations {
-		if c.Dep != r.Name || c.Score == 0 || c.DepRole == spec.RolePromoted || c.DepRole == spec.RoleUnpromoted || c.Primary == skip {
+	for _, c := range p.colByDep[r.Name] {
+		if c.Score == 0 || c.DepRole == spec.RolePromoted || c.DepRole == spec.RoleUnpromoted || c.Primary == skip || p.res[c.Primary] == nil {
 			continue
 		}
-		pr := p.res[c.Primary]
-		if pr == nil {
-			continue
-		}
-		on := p.placedOn[c.Primary]
-		if c.PrimaryRole == spec.RolePromoted {
-			on = p.promotedOn[c.Primary]
-		} else if c.PrimaryRole == spec.RoleUnpromoted {
-			on = nil
-			for _, n := range p.placedOn[c.Primary] {
-				if !slices.Contains(p.promotedOn[c.Primary], n) {
-					on = append(on, n)
-				}
+		on := make([]bool, len(p.nodes))
+		for _, n := range p.colocatedNodes(c) {
+			if i, ok := p.idx[n]; ok {
+				on[i] = true
 			}
 		}
-		for _, n := range p.nodes {
-			there := slices.Contains(on, n.Name)
+		for i := range p.nodes {
+			there := on[i]
 			switch {
-			case c.Score >= spec.Infinity && !there:
-				w[n.Name] = -spec.Infinity
-				if why[n.Name] == "" {
-					why[n.Name] = fmt.Sprintf("must run with %s, which is not on this node (%s)", c.Primary, c.Source)
-				}
-			case c.Score <= -spec.Infinity && there:
-				w[n.Name] = -spec.Infinity
-				if why[n.Name] == "" {
-					why[n.Name] = fmt.Sprintf("must not run with %s (%s)", c.Primary, c.Source)
-				}
-			case there:
-				w[n.Name] = w[n.Name].Add(c.Score)
+			case c.Score >= spec.Infinity && !there, c.Score <= -spec.Infinity && there:
+				w[i] = -spec.Infinity
+			case there && w[i] != notAllowed:
+				w[i] = w[i].Add(c.Score)
 			}
 		}
 	}
@@ -376,8 +343,8 @@ func (p *planner) weights(r *spec.Resource, withDeps bool, skip string) map[stri
 	if st != 0 {
 		for _, s := range p.slots[r.Name] {
 			if n, ok := p.current[s.key]; ok {
-				if v, ok := w[n]; ok && v > -spec.Infinity {
-					w[n] = v.Add(st)
+				if i, ok := p.idx[n]; ok && w[i] > -spec.Infinity {
+					w[i] = w[i].Add(st)
 				}
 			}
 		}
@@ -388,18 +355,98 @@ func (p *planner) weights(r *spec.Resource, withDeps bool, skip string) map[stri
 	return w
 }
 
+// base returns r's scores from location constraints and node state,
+// computed once per placement.
+func (p *planner) base(r *spec.Resource) []spec.Score {
+	if w, ok := p.baseW[r.Name]; ok {
+		return w
+	}
+	w := make([]spec.Score, len(p.nodes))
+	symmetric := p.sp.Cluster.Symmetric == nil || *p.sp.Cluster.Symmetric
+	if !symmetric {
+		for i := range w {
+			w[i] = notAllowed
+		}
+	}
+	add := func(i int, v spec.Score) {
+		if w[i] == notAllowed {
+			if v < 0 {
+				return
+			}
+			w[i] = 0
+		}
+		w[i] = w[i].Add(v)
+	}
+	for _, l := range p.locsOf[r.Name] {
+		if l.Role == spec.RolePromoted || l.Role == spec.RoleUnpromoted {
+			continue // applies to the role only (promote)
+		}
+		if l.Node != "" {
+			if i, ok := p.idx[l.Node]; ok && l.Score != nil {
+				add(i, *l.Score)
+			}
+			continue
+		}
+		for i := range p.nodes {
+			if v, ok := p.locationScore(l, &p.nodes[i]); ok {
+				add(i, v)
+			}
+		}
+	}
+	static := len(r.Nodes) > 0 || len(r.NodeLabels) > 0
+	th := threshold(r)
+	for i := range p.nodes {
+		n := &p.nodes[i]
+		if !n.Online || n.Standby || n.Maintenance || (static && !p.staticAllowed(r, n)) || (th > 0 && p.fails(r.Name, n.Name) >= th) {
+			w[i] = -spec.Infinity
+		}
+	}
+	p.baseW[r.Name] = w
+	return w
+}
+
+// colocatedNodes are the nodes where c's primary runs in c's primary role.
+func (p *planner) colocatedNodes(c spec.Coloc) []string {
+	switch c.PrimaryRole {
+	case spec.RolePromoted:
+		return p.promotedOn[c.Primary]
+	case spec.RoleUnpromoted:
+		var on []string
+		for _, n := range p.placedOn[c.Primary] {
+			if !slices.Contains(p.promotedOn[c.Primary], n) {
+				on = append(on, n)
+			}
+		}
+		return on
+	}
+	return p.placedOn[c.Primary]
+}
+
+// unusable says why node n can never host r now ("" when it can).
+func (p *planner) unusable(r *spec.Resource, n *Node) string {
+	switch {
+	case !p.staticAllowed(r, n):
+		return "excluded by nodes/nodeLabels"
+	case !n.Online:
+		return "offline"
+	case n.Standby:
+		return "standby"
+	case n.Maintenance:
+		return "maintenance"
+	case threshold(r) > 0 && p.fails(r.Name, n.Name) >= threshold(r):
+		return fmt.Sprintf("fail count %d reached migrationThreshold %d; run `paceline resource cleanup %s`", p.fails(r.Name, n.Name), threshold(r), r.Name)
+	}
+	return ""
+}
+
 // mergeDependents adds the node preferences of resources that follow r
 // (positive colocations with r as primary), scaled by score/INFINITY, so
 // that r goes where its dependents can run too. The merge is dropped when
 // it would leave r nowhere to run.
-func (p *planner) mergeDependents(r *spec.Resource, w map[string]spec.Score) {
-	merged := map[string]spec.Score{}
-	for k, v := range w {
-		merged[k] = v
-	}
-	changed := false
-	for _, c := range p.rel.Colocations {
-		if c.Primary != r.Name || c.Score <= 0 || c.DepRole == spec.RolePromoted || c.PrimaryRole != "" {
+func (p *planner) mergeDependents(r *spec.Resource, w []spec.Score) {
+	var merged []spec.Score
+	for _, c := range p.colByPrimary[r.Name] {
+		if c.Score <= 0 || c.DepRole == spec.RolePromoted || c.PrimaryRole != "" {
 			continue
 		}
 		dep := p.res[c.Dep]
@@ -407,13 +454,14 @@ func (p *planner) mergeDependents(r *spec.Resource, w map[string]spec.Score) {
 			continue
 		}
 		p.state[dep.Name] = 1 // guard against cycles while merging
-		dw := p.weights(dep, true, r.Name)
+		// Mandatory chains (groups) pass on their dependents' preferences;
+		// a finite score scales them down to nothing after one step.
+		dw := p.weights(dep, c.Score >= spec.Infinity, r.Name)
 		p.state[dep.Name] = 0
-		for _, n := range p.nodes {
-			d, ok := dw[n.Name]
-			if !ok {
-				d = -spec.Infinity
-			}
+		if merged == nil {
+			merged = slices.Clone(w)
+		}
+		for i, d := range dw {
 			var add spec.Score
 			switch {
 			case d <= -spec.Infinity && c.Score >= spec.Infinity:
@@ -423,34 +471,17 @@ func (p *planner) mergeDependents(r *spec.Resource, w map[string]spec.Score) {
 			default:
 				add = spec.Score(int64(d) * int64(c.Score) / int64(spec.Infinity))
 			}
-			if add != 0 {
-				if v, ok := merged[n.Name]; ok {
-					merged[n.Name] = v.Add(add)
-					changed = true
-				}
+			if add != 0 && merged[i] != notAllowed {
+				merged[i] = merged[i].Add(add)
 			}
 		}
-	}
-	if !changed {
-		return
 	}
 	for _, v := range merged {
 		if v >= 0 {
-			for k, v := range merged {
-				w[k] = v
-			}
+			copy(w, merged)
 			return
 		}
 	}
-}
-
-func (p *planner) inGroupNamed(res, group string) bool {
-	for _, g := range p.sp.Groups {
-		if g.Name == group {
-			return slices.Contains(g.Members, res)
-		}
-	}
-	return false
 }
 
 // locationScore returns the score l gives node n (ok false: no opinion).
@@ -590,12 +621,13 @@ func (p *planner) staticAllowed(r *spec.Resource, n *Node) bool {
 	return true
 }
 
-// fits reports whether r's utilization fits on n under the placement strategy.
-func (p *planner) fits(r *spec.Resource, n string) bool {
-	if p.sp.Cluster.PlacementStrategy == "" || p.sp.Cluster.PlacementStrategy == spec.PlacementDefault || len(r.Utilization) == 0 {
+// fits reports whether r's utilization fits on node i under the placement strategy.
+func (p *planner) fits(r *spec.Resource, i int) bool {
+	if len(r.Utilization) == 0 || p.sp.Cluster.PlacementStrategy == "" || p.sp.Cluster.PlacementStrategy == spec.PlacementDefault {
 		return true
 	}
-	capa := p.node[n].Capacity
+	n := p.nodes[i].Name
+	capa := p.nodes[i].Capacity
 	for k, need := range r.Utilization {
 		if p.used[n][k]+need > capa[k] {
 			return false
@@ -604,18 +636,20 @@ func (p *planner) fits(r *spec.Resource, n string) bool {
 	return true
 }
 
-// free is the node's remaining capacity summed over all keys.
-func (p *planner) free(n string) int {
+// free is node i's remaining capacity summed over all keys.
+func (p *planner) free(i int) int {
 	f := 0
-	for k, c := range p.node[n].Capacity {
+	n := p.nodes[i].Name
+	for k, c := range p.nodes[i].Capacity {
 		f += c - p.used[n][k]
 	}
 	return f
 }
 
 // better orders candidate nodes: higher score, then (balanced) more free
-// capacity or (minimal) less, then fewer instances placed, then name.
-func (p *planner) better(w map[string]spec.Score, a, b string) bool {
+// capacity or (minimal) less, then fewer instances placed, then name
+// (nodes are sorted by name, so the lower index).
+func (p *planner) better(w []spec.Score, a, b int) bool {
 	if w[a] != w[b] {
 		return w[a] > w[b]
 	}
@@ -629,77 +663,82 @@ func (p *planner) better(w map[string]spec.Score, a, b string) bool {
 			return fa < fb
 		}
 	}
-	if p.load[a] != p.load[b] {
-		return p.load[a] < p.load[b]
+	if p.loadV[a] != p.loadV[b] {
+		return p.loadV[a] < p.loadV[b]
 	}
 	return a < b
 }
 
-func (p *planner) eligible(r *spec.Resource, w map[string]spec.Score, n string) bool {
-	v, ok := w[n]
-	return ok && v >= 0 && p.fits(r, n) && p.perNode[r.Name][n] < max(1, r.MaxPerNode)
+func (p *planner) eligible(r *spec.Resource, w []spec.Score, i int) bool {
+	return w[i] >= 0 && p.count(r.Name, i) < max(1, r.MaxPerNode) && p.fits(r, i)
 }
 
-func (p *planner) assignSingle(r *spec.Resource, s slotRef, w map[string]spec.Score) {
-	best := ""
-	cur := p.current[s.key]
-	for _, n := range p.nodes {
-		if !p.eligible(r, w, n.Name) {
+func (p *planner) count(res string, i int) int {
+	if c := p.perNodeV[res]; c != nil {
+		return c[i]
+	}
+	return 0
+}
+
+func (p *planner) assignSingle(r *spec.Resource, s slotRef, w []spec.Score) {
+	best := -1
+	cur, hasCur := p.idx[p.current[s.key]]
+	for i := range p.nodes {
+		if !p.eligible(r, w, i) {
 			continue
 		}
 		switch {
-		case best == "":
-			best = n.Name
-		case w[n.Name] == w[best] && n.Name == cur:
-			best = n.Name // ties keep it where it is
-		case w[n.Name] == w[best] && best == cur:
-		case p.better(w, n.Name, best):
-			best = n.Name
+		case best < 0:
+			best = i
+		case w[i] == w[best] && hasCur && i == cur:
+			best = i // ties keep it where it is
+		case w[i] == w[best] && hasCur && best == cur:
+		case p.better(w, i, best):
+			best = i
 		}
 	}
-	if best == "" {
+	if best < 0 {
 		p.out.Unplaced = append(p.out.Unplaced, fmt.Sprintf("%s: no eligible node (%s)", s.key, p.whyNot(r, w)))
 		return
 	}
-	p.place(r, s.key, best)
+	p.place(r, s.key, p.nodes[best].Name)
 }
 
-func (p *planner) assignClone(r *spec.Resource, pending []slotRef, w map[string]spec.Score) {
+func (p *planner) assignClone(r *spec.Resource, pending []slotRef, w []spec.Score) {
 	// Instances stay where they run when that node is still eligible.
 	var rest []slotRef
 	for _, s := range pending {
-		if cur, ok := p.current[s.key]; ok && p.eligible(r, w, cur) {
-			p.place(r, s.key, cur)
+		if cur, ok := p.idx[p.current[s.key]]; ok && p.eligible(r, w, cur) {
+			p.place(r, s.key, p.nodes[cur].Name)
 			continue
 		}
 		rest = append(rest, s)
 	}
 	for _, s := range rest {
-		best := ""
-		for _, n := range p.nodes {
-			if !p.eligible(r, w, n.Name) {
+		best := -1
+		for i := range p.nodes {
+			if !p.eligible(r, w, i) {
 				continue
 			}
-			if best == "" {
-				best = n.Name
+			if best < 0 {
+				best = i
 				continue
 			}
-			ca, cb := p.perNode[r.Name][n.Name], p.perNode[r.Name][best]
-			if ca != cb {
+			if ca, cb := p.count(r.Name, i), p.count(r.Name, best); ca != cb {
 				if ca < cb {
-					best = n.Name
+					best = i
 				}
 				continue
 			}
-			if p.better(w, n.Name, best) {
-				best = n.Name
+			if p.better(w, i, best) {
+				best = i
 			}
 		}
-		if best == "" {
+		if best < 0 {
 			p.out.Unplaced = append(p.out.Unplaced, fmt.Sprintf("%s: no eligible node (%s)", s.key, p.whyNot(r, w)))
 			continue
 		}
-		p.place(r, s.key, best)
+		p.place(r, s.key, p.nodes[best].Name)
 	}
 }
 
@@ -727,8 +766,8 @@ func (p *planner) promote(r *spec.Resource, keep bool) {
 			}
 		}
 		nd := p.node[n]
-		for _, l := range p.locs {
-			if l.Resource != r.Name || l.Role != spec.RolePromoted || nd == nil {
+		for _, l := range p.locsOf[r.Name] {
+			if l.Role != spec.RolePromoted || nd == nil {
 				continue
 			}
 			if v, ok := p.locationScore(l, nd); ok {
@@ -736,8 +775,8 @@ func (p *planner) promote(r *spec.Resource, keep bool) {
 				has = has || v > 0
 			}
 		}
-		for _, c := range p.rel.Colocations {
-			if c.Dep != r.Name || c.DepRole != spec.RolePromoted {
+		for _, c := range p.colByDep[r.Name] {
+			if c.DepRole != spec.RolePromoted {
 				continue
 			}
 			on := p.placedOn[c.Primary]
@@ -793,21 +832,24 @@ func threshold(r *spec.Resource) int {
 	return *r.MigrationThreshold
 }
 
-func (p *planner) whyNot(r *spec.Resource, w map[string]spec.Score) string {
+func (p *planner) whyNot(r *spec.Resource, w []spec.Score) string {
 	if len(p.nodes) == 0 {
 		return "no nodes"
 	}
 	var reasons []string
-	for _, n := range p.nodes {
-		why := p.why[r.Name][n.Name]
-		v, ok := w[n.Name]
+	for i := range p.nodes {
+		n := &p.nodes[i]
+		why := p.unusable(r, n)
+		if why == "" {
+			why = p.constraintReason(r, n)
+		}
 		switch {
 		case why != "":
-		case !ok:
+		case w[i] == notAllowed:
 			why = "not allowed (symmetric: false and no location allows it)"
-		case v < 0:
-			why = fmt.Sprintf("score %s (constraints)", v)
-		case !p.fits(r, n.Name):
+		case w[i] < 0:
+			why = fmt.Sprintf("score %s (constraints)", w[i])
+		case !p.fits(r, i):
 			why = "not enough capacity left for its utilization"
 		default:
 			why = "already holds its share of instances"
@@ -815,4 +857,29 @@ func (p *planner) whyNot(r *spec.Resource, w map[string]spec.Score) string {
 		reasons = append(reasons, n.Name+": "+why)
 	}
 	return joinSemi(reasons)
+}
+
+// constraintReason names a mandatory constraint that keeps r off n.
+func (p *planner) constraintReason(r *spec.Resource, n *Node) string {
+	for _, l := range p.locsOf[r.Name] {
+		if l.Role == spec.RolePromoted || l.Role == spec.RoleUnpromoted {
+			continue
+		}
+		if v, ok := p.locationScore(l, n); ok && v <= -spec.Infinity {
+			return "banned by a location constraint"
+		}
+	}
+	for _, c := range p.colByDep[r.Name] {
+		if c.DepRole == spec.RolePromoted || c.DepRole == spec.RoleUnpromoted || p.res[c.Primary] == nil {
+			continue
+		}
+		there := slices.Contains(p.colocatedNodes(c), n.Name)
+		switch {
+		case c.Score >= spec.Infinity && !there:
+			return fmt.Sprintf("must run with %s, which is not on this node (%s)", c.Primary, c.Source)
+		case c.Score <= -spec.Infinity && there:
+			return fmt.Sprintf("must not run with %s (%s)", c.Primary, c.Source)
+		}
+	}
+	return ""
 }
