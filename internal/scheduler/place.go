@@ -48,14 +48,14 @@ type planner struct {
 	current map[string]string // slot → node, including adopted active instances
 	curRole map[string]string
 
-	loadV    []int            // node index → instances placed
-	perNodeV map[string][]int // resource → node index → instances
-	used    map[string]map[string]int // node → utilization used
-	state   map[string]int            // resource → 0 todo, 1 in progress, 2 done
+	loadV    []int                     // node index → instances placed
+	perNodeV map[string][]int          // resource → node index → instances
+	used     map[string]map[string]int // node → utilization used
+	state    map[string]int            // resource → 0 todo, 1 in progress, 2 done
 	// placedOn lists the nodes where a resource got instances; promotedOn
 	// where they are promoted.
-	placedOn   map[string][]string
-	promotedOn map[string][]string
+	placedOn     map[string][]string
+	promotedOn   map[string][]string
 	idx          map[string]int // node name → index in nodes
 	locsOf       map[string][]spec.Location
 	colByDep     map[string][]spec.Coloc

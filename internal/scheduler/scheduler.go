@@ -8,7 +8,6 @@
 package scheduler
 
 import (
-
 	"github.com/paceline/paceline/internal/spec"
 	"github.com/paceline/paceline/internal/state"
 )
