@@ -1,0 +1,339 @@
+package cibimport
+
+import (
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/paceline/paceline/internal/cib"
+	"github.com/paceline/paceline/internal/scheduler"
+	"github.com/paceline/paceline/internal/spec"
+)
+
+// rscState is what a node's operation history says about one resource.
+type rscState struct {
+	running  bool
+	promoted bool
+	failed   bool
+	instance int // clone instance number from "rsc:N", -1 when absent
+	partial  bool
+}
+
+// baseID strips a clone instance suffix: "rsc:2" → "rsc", 2.
+func baseID(id string) (string, int) {
+	if i := strings.LastIndexByte(id, ':'); i > 0 {
+		if n, err := strconv.Atoi(id[i+1:]); err == nil && n >= 0 {
+			return id[:i], n
+		}
+	}
+	return id, -1
+}
+
+func callID(o cib.LRMOp) int {
+	n, err := strconv.Atoi(o.CallID)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// historyState replays an lrm_resource's operations in call order, as
+// Pacemaker's unpacking does in essence: the last start/stop/promote/
+// demote/monitor result decides whether it runs and in which role.
+func historyState(lr cib.LRMResource) rscState {
+	ops := append([]cib.LRMOp(nil), lr.Ops...)
+	sort.SliceStable(ops, func(i, j int) bool {
+		ci, cj := callID(ops[i]), callID(ops[j])
+		// Pending operations (call-id -1) come last.
+		if ci < 0 {
+			ci = int(^uint(0) >> 1)
+		}
+		if cj < 0 {
+			cj = int(^uint(0) >> 1)
+		}
+		return ci < cj
+	})
+	_, inst := baseID(lr.ID)
+	st := rscState{instance: inst}
+	for _, o := range ops {
+		rc, _ := strconv.Atoi(o.RCCode)
+		pending := o.OpStatus == "-1" || o.CallID == "-1"
+		if o.OpStatus != "" && o.OpStatus != "0" && !pending {
+			// Cancelled, timed out, error: a timeout or error counts as a failure.
+			switch o.OpStatus {
+			case "1": // cancelled
+				continue
+			default:
+				rc = 1
+			}
+		}
+		switch o.Operation {
+		case "start", "migrate_from":
+			switch {
+			case pending || rc == 0:
+				st = rscState{running: true, instance: inst}
+			case rc == 7:
+				st = rscState{instance: inst}
+			default:
+				st = rscState{running: true, failed: true, instance: inst}
+			}
+		case "stop":
+			if pending || rc != 0 {
+				st.running, st.failed = true, !pending
+			} else {
+				st = rscState{instance: inst}
+			}
+		case "promote":
+			if pending || rc == 0 {
+				st.running, st.promoted = true, true
+			} else {
+				st.running, st.failed, st.promoted = true, true, true
+			}
+		case "demote":
+			if pending || rc == 0 {
+				st.promoted = false
+			} else {
+				st.failed = true
+			}
+		case "migrate_to":
+			if rc == 0 {
+				st.partial = true
+			}
+		case "monitor":
+			if pending {
+				continue
+			}
+			switch rc {
+			case 0:
+				st.running, st.promoted = true, false
+				st.failed = false
+			case 7:
+				st = rscState{instance: inst}
+			case 8:
+				st.running, st.promoted = true, true
+			case 9:
+				st.running, st.promoted, st.failed = true, true, true
+			case 5: // not installed: stopped
+				st = rscState{instance: inst}
+			default:
+				st.running, st.failed = true, true
+			}
+		}
+	}
+	return st
+}
+
+// statusInput builds the scheduler input from the CIB status section.
+type statusInput struct {
+	in scheduler.Input
+	// current maps spec resource → node → role, for logging.
+	current map[string]map[string]string
+}
+
+func buildInput(m *cib.Model, s *spec.Spec, rep *Report) statusInput {
+	sp := s.WithDefaults()
+	in := scheduler.Input{Spec: sp, Current: map[string]string{}, Roles: map[string]string{}}
+	res := map[string]*spec.Resource{}
+	for i := range sp.Resources {
+		res[sp.Resources[i].Name] = &sp.Resources[i]
+	}
+	caps := map[string]map[string]int{}
+	attrs := map[string]map[string]string{}
+	for _, n := range sp.Nodes {
+		caps[n.Name] = n.Capacity
+		attrs[n.Name] = n.Attributes
+	}
+	states := map[string]*cib.NodeState{}
+	for i := range m.NodeStates {
+		states[m.NodeStates[i].Uname] = &m.NodeStates[i]
+	}
+	var unames []string
+	seen := map[string]bool{}
+	for _, n := range m.Nodes {
+		u := nodeUname(n)
+		if u != "" && !seen[u] && !strings.EqualFold(n.Type, "remote") && !strings.EqualFold(n.Type, "ping") {
+			seen[u] = true
+			unames = append(unames, u)
+		}
+	}
+	for _, st := range m.NodeStates {
+		if st.Uname != "" && !seen[st.Uname] {
+			if _, remote := st.Attrs["remote_node"]; remote {
+				continue
+			}
+			seen[st.Uname] = true
+			unames = append(unames, st.Uname)
+		}
+	}
+	fails := map[[2]string]int{}
+	promo := map[[2]string]int{}
+	for _, u := range unames {
+		name := rep.Nodes[u]
+		if name == "" {
+			name = sanitizeNode(u)
+		}
+		node := scheduler.Node{Name: name, Standby: m.Standby(u), Capacity: caps[name], Labels: map[string]string{}}
+		for k, v := range attrs[name] {
+			node.Labels[k] = v
+		}
+		for _, cn := range m.Nodes {
+			if nodeUname(cn) == u {
+				if v, ok := cn.Instance.Get("maintenance"); ok && cib.IsTrue(v) {
+					node.Maintenance = true
+				}
+			}
+		}
+		if st := states[u]; st != nil {
+			node.Online = st.Online()
+			for _, set := range st.Transient {
+				for _, p := range set.Pairs {
+					switch {
+					case p.Name == "maintenance":
+						if cib.IsTrue(p.Value) {
+							node.Maintenance = true
+						}
+					case p.Name == "shutdown":
+						if p.Value != "0" && p.Value != "" {
+							node.Standby = true // a node shutting down gives its resources up
+						}
+					case strings.HasPrefix(p.Name, "fail-count-"):
+						id := strings.TrimPrefix(p.Name, "fail-count-")
+						if i := strings.IndexByte(id, '#'); i >= 0 {
+							id = id[:i]
+						}
+						id, _ = baseID(id)
+						if sn, ok := rep.Resources[id]; ok {
+							v, err := scoreInt(p.Value)
+							if err == nil {
+								k := [2]string{sn, name}
+								fails[k] = min(int(spec.Infinity), fails[k]+v)
+							}
+						}
+					case strings.HasPrefix(p.Name, "master-"):
+						id, _ := baseID(strings.TrimPrefix(p.Name, "master-"))
+						if sn, ok := rep.Resources[id]; ok {
+							if v, err := scoreInt(p.Value); err == nil {
+								promo[[2]string{sn, name}] = v
+							}
+						}
+						node.Labels[p.Name] = p.Value
+					case strings.HasPrefix(p.Name, "last-failure-"), p.Name == "probe_complete", p.Name == "terminate":
+					default:
+						if _, ok := node.Labels[p.Name]; !ok {
+							node.Labels[p.Name] = p.Value
+						}
+					}
+				}
+			}
+		}
+		in.Nodes = append(in.Nodes, node)
+	}
+	in.FailCount = func(r, n string) int { return fails[[2]string{r, n}] }
+	in.PromotionScore = func(r, n string) (int, bool) {
+		v, ok := promo[[2]string{r, n}]
+		return v, ok
+	}
+	// Where each resource runs now.
+	type inst struct {
+		node     string
+		num      int
+		promoted bool
+	}
+	running := map[string][]inst{}
+	for _, st := range m.NodeStates {
+		node := rep.Nodes[st.Uname]
+		if node == "" {
+			continue
+		}
+		for _, lr := range st.LRM {
+			id, _ := baseID(lr.ID)
+			sn, ok := rep.Resources[id]
+			if !ok {
+				continue
+			}
+			hs := historyState(lr)
+			if !hs.running {
+				continue
+			}
+			running[sn] = append(running[sn], inst{node, hs.instance, hs.promoted})
+		}
+	}
+	cur := map[string]map[string]string{}
+	var names []string
+	for n := range running {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, sn := range names {
+		r := res[sn]
+		list := running[sn]
+		sort.SliceStable(list, func(i, j int) bool { return list[i].node < list[j].node })
+		cur[sn] = map[string]string{}
+		if r == nil {
+			continue
+		}
+		for _, x := range list {
+			role := roleStarted
+			if x.promoted {
+				role = rolePromoted
+			}
+			cur[sn][x.node] = role
+		}
+		if r.Exclusive() {
+			for i, x := range list {
+				if i == 0 {
+					k := scheduler.SlotKey(sn, 0)
+					in.Current[k] = x.node
+					if x.promoted {
+						in.Roles[k] = spec.RolePromoted
+					}
+					continue
+				}
+				in.Active = append(in.Active, scheduler.Instance{Resource: sn, Slot: -1, Node: x.node})
+			}
+			continue
+		}
+		used := map[int]bool{}
+		limit := r.Replicas
+		slotOf := make([]int, len(list))
+		for i := range list {
+			slotOf[i] = -1
+		}
+		for i, x := range list {
+			if x.num >= 0 && !used[x.num] && (limit == 0 || x.num < limit) {
+				used[x.num] = true
+				slotOf[i] = x.num
+			}
+		}
+		next := 0
+		for i := range list {
+			if slotOf[i] >= 0 {
+				continue
+			}
+			for used[next] {
+				next++
+			}
+			if limit > 0 && next >= limit {
+				break
+			}
+			used[next] = true
+			slotOf[i] = next
+		}
+		for i, x := range list {
+			if slotOf[i] < 0 {
+				role := ""
+				if x.promoted {
+					role = spec.RolePromoted
+				}
+				in.Active = append(in.Active, scheduler.Instance{Resource: sn, Slot: -1, Node: x.node, Role: role})
+				continue
+			}
+			k := scheduler.SlotKey(sn, slotOf[i])
+			in.Current[k] = x.node
+			if x.promoted {
+				in.Roles[k] = spec.RolePromoted
+			}
+		}
+	}
+	return statusInput{in: in, current: cur}
+}
