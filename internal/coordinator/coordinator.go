@@ -246,12 +246,32 @@ func (c *Coordinator) Failure(ctx context.Context, f api.Failure) error {
 	if r == nil {
 		return nil // resource gone from the spec; nothing to count
 	}
-	onFail := r.OnFail
+	onFail := f.OnFail
+	if onFail == "" {
+		onFail = r.OnFail
+	}
 	if onFail == "" {
 		onFail = spec.OnFailRestart
 	}
-	cmd := &state.Command{Type: state.CmdFailure, Time: c.now(), NodeName: f.Node, Resource: f.Resource, Reason: f.Reason,
-		Block: onFail == spec.OnFailStop, NoCount: onFail == spec.OnFailIgnore}
+	startFatal := true
+	c.cfg.FSM.Read(func(s *state.State) {
+		if s.Spec != nil && s.Spec.Cluster.StartFailureIsFatal != nil {
+			startFatal = *s.Spec.Cluster.StartFailureIsFatal
+		}
+	})
+	reason := f.Reason
+	if f.Op != "" {
+		reason = f.Op + " failed: " + reason
+	}
+	cmd := &state.Command{Type: state.CmdFailure, Time: c.now(), NodeName: f.Node, Resource: f.Resource, Reason: reason,
+		Block:   onFail == spec.OnFailStop || onFail == spec.OnFailBlock || f.Hard == "cluster",
+		NoCount: onFail == spec.OnFailIgnore && f.Hard == "",
+		Fatal:   f.Hard == "node" || (f.Op == "start" && startFatal)}
+	if onFail == spec.OnFailStandby {
+		// The node goes standby: everything moves away from it.
+		yes := true
+		cmd = &state.Command{Type: state.CmdBatch, Batch: []state.Command{*cmd, {Type: state.CmdNodeAdmin, NodeName: f.Node, Standby: &yes, Author: "onFail standby of " + f.Resource}}}
+	}
 	_, err := c.cfg.Raft.Propose(ctx, cmd)
 	return err
 }
@@ -268,15 +288,19 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 	}
 	t := c.cfg.Table
 	var (
-		nodes   []state.Node
-		assign  map[string]state.Assignment
-		sp      *spec.Spec
-		specVer int
-		fails   map[string]map[string]int
-		blocked = map[string]bool{}
-		expire  [][2]string
+		nodes      []state.Node
+		assign     map[string]state.Assignment
+		sp         *spec.Spec
+		specVer    int
+		in         scheduler.Input
+		expire     [][2]string
+		expireCons []string
+		nextExpiry time.Time
 	)
 	c.cfg.FSM.Read(func(s *state.State) {
+		in = scheduler.FromState(s, s.Spec, now)
+		expireCons = s.ExpiredConstraints(now)
+		nextExpiry = s.NextConstraintExpiry(now)
 		for _, n := range s.NodeNames() {
 			nodes = append(nodes, *s.Nodes[n])
 		}
@@ -288,16 +312,6 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 			sp = s.Spec.WithDefaults()
 		}
 		specVer = s.SpecVersion
-		fails = map[string]map[string]int{}
-		for r, m := range s.Fails {
-			fails[r] = map[string]int{}
-			for n, f := range m {
-				fails[r][n] = f.Count
-			}
-		}
-		for r := range s.Blocked {
-			blocked[r] = true
-		}
 		expire = s.ExpireFailures(now)
 	})
 	propose := func(cmd *state.Command) (state.Result, bool) {
@@ -383,22 +397,37 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 	if len(expire) > 0 {
 		return now
 	}
+	// Operator constraints (move/ban) whose lifetime ended are removed.
+	if len(expireCons) > 0 {
+		propose(state.ExpireConstraintsCommand(expireCons))
+		return now
+	}
+	if !nextExpiry.IsZero() {
+		soon(nextExpiry)
+	}
 	// 3. Recoveries: a moved exclusive slot reported running on its new node.
 	c.noteRecoveries(assign, propose)
 	if sp == nil {
 		return next
 	}
-	// 4. Placement.
-	in := scheduler.Input{Spec: sp, Current: map[string]string{}, Blocked: blocked,
-		FailCount: func(r, n string) int { return fails[r][n] }}
-	for _, n := range nodes {
-		in.Nodes = append(in.Nodes, scheduler.Node{Name: n.Name, Online: n.Online, Standby: n.Standby, Maintenance: n.Maintenance, Labels: n.Labels})
+	// 4. Placement and transition, from what live nodes report running.
+	in.Spec = sp
+	c.observe(&in, gone)
+	out, tr := scheduler.Plan(in)
+	c.unplaced = append(append([]string(nil), out.Unplaced...), tr.Blocked...)
+	// An action may go ahead when everything it waits for is done: in a
+	// transition computed from what nodes report, pending prerequisites
+	// are still listed.
+	ready := map[string]bool{}
+	listed := map[string]bool{}
+	for _, a := range tr.Actions {
+		id := a.Op + " " + a.Slot + "@" + a.Node
+		listed[id] = true
+		if len(a.After) == 0 {
+			ready[id] = true
+		}
 	}
-	for k, a := range assign {
-		in.Current[k] = a.Node
-	}
-	out := scheduler.Place(in)
-	c.unplaced = out.Unplaced
+	may := func(op, k, node string) bool { return !listed[op+" "+k+"@"+node] || ready[op+" "+k+"@"+node] }
 	plan := &state.Command{Type: state.CmdPlan, SpecVersion: specVer}
 	keys := map[string]bool{}
 	for k := range assign {
@@ -416,7 +445,19 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 	for _, k := range sorted {
 		cur, has := assign[k]
 		want := out.Desired[k]
+		role := out.Roles[k]
 		if has && cur.Node == want {
+			if cur.Role != role {
+				op := scheduler.OpDemote
+				if role == spec.RolePromoted {
+					op = scheduler.OpPromote
+				}
+				if role == spec.RolePromoted && (!ready[op+" "+k+"@"+want] || c.promotedElsewhere(assign, cur, sp, gone)) {
+					continue // promote once started and once no other instance holds the role
+				}
+				plan.Set = append(plan.Set, state.Assignment{Resource: cur.Resource, Slot: cur.Slot, Node: want, Role: role})
+				plan.Events = append(plan.Events, state.Event{Type: "resource-" + op, Node: want, Resource: cur.Resource, Message: fmt.Sprintf("%s %s on %s", op, k, want)})
+			}
 			continue
 		}
 		excl, inSpec := out.Exclusive[k]
@@ -428,16 +469,27 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 			resName = cur.Resource
 		}
 		slot := slotOf(k)
+		// A new placement starts unpromoted; promotion follows once it runs.
+		newAssign := state.Assignment{Resource: resName, Slot: slot, Node: want}
 		switch {
 		case has && want == "":
+			if !may(scheduler.OpStop, k, cur.Node) {
+				continue // an order makes it wait for other stops
+			}
 			plan.Unset = append(plan.Unset, k)
 			unset = append(unset, k)
 			plan.Events = append(plan.Events, state.Event{Type: "resource-stop", Node: cur.Node, Resource: resName, Message: fmt.Sprintf("stop %s on %s", k, cur.Node)})
 		case has && !excl:
-			plan.Set = append(plan.Set, state.Assignment{Resource: resName, Slot: slot, Node: want})
+			if !may(scheduler.OpStart, k, want) {
+				continue
+			}
+			plan.Set = append(plan.Set, newAssign)
 			plan.Events = append(plan.Events, state.Event{Type: "resource-move", Node: want, Resource: resName, Message: fmt.Sprintf("move %s from %s to %s", k, cur.Node, want)})
 		case has && gone(cur.Node):
-			plan.Set = append(plan.Set, state.Assignment{Resource: resName, Slot: slot, Node: want})
+			if !may(scheduler.OpStart, k, want) {
+				continue
+			}
+			plan.Set = append(plan.Set, newAssign)
 			c.recoveries[k] = recovery{from: cur.Node, since: t.ExpiresAt(cur.Node).Add(-c.cfg.Lease.L - c.cfg.Lease.Margin), to: want}
 			why := "lease expired"
 			if c.released[cur.Node] {
@@ -446,13 +498,18 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 			plan.Events = append(plan.Events, state.Event{Type: "resource-recover", Node: want, Resource: resName, Message: fmt.Sprintf("%s: %s is gone (%s), starting on %s", k, cur.Node, why, want)})
 		case has && t.Alive(cur.Node, now):
 			// Graceful move: stop first; start elsewhere once stopped.
+			if !may(scheduler.OpStop, k, cur.Node) {
+				continue
+			}
 			plan.Unset = append(plan.Unset, k)
 			unset = append(unset, k)
 			plan.Events = append(plan.Events, state.Event{Type: "resource-move", Node: cur.Node, Resource: resName, Message: fmt.Sprintf("move %s away from %s to %s: stopping it first", k, cur.Node, want)})
 		case has:
 			soon(t.ExpiresAt(cur.Node)) // silent holder: wait for its lease to end
+		case !may(scheduler.OpStart, k, want):
+			// Waits for another action (an order or group).
 		case !excl:
-			plan.Set = append(plan.Set, state.Assignment{Resource: resName, Slot: slot, Node: want})
+			plan.Set = append(plan.Set, newAssign)
 			plan.Events = append(plan.Events, state.Event{Type: "resource-start", Node: want, Resource: resName, Message: fmt.Sprintf("start %s on %s", k, want)})
 		default:
 			if blocker, until := c.exclusiveBlocker(k, want, resName, slot, nodes, now); blocker != "" {
@@ -461,7 +518,7 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 				}
 				continue
 			}
-			plan.Set = append(plan.Set, state.Assignment{Resource: resName, Slot: slot, Node: want})
+			plan.Set = append(plan.Set, newAssign)
 			plan.Events = append(plan.Events, state.Event{Type: "resource-start", Node: want, Resource: resName, Message: fmt.Sprintf("start %s on %s", k, want)})
 		}
 	}
@@ -476,6 +533,71 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 		return now
 	}
 	return now.Add(200 * time.Millisecond)
+}
+
+// observe adds to in what live nodes report: instances running (and
+// their roles), instances found by probes outside any slot, and the
+// promotion preferences agents reported. Nodes that are gone run nothing.
+func (c *Coordinator) observe(in *scheduler.Input, gone func(string) bool) {
+	in.Running, in.RunningRoles = map[string]string{}, map[string]string{}
+	scores := map[string]int{}
+	names := make([]string, 0, len(c.reports))
+	for n := range c.reports {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if gone(n) {
+			continue
+		}
+		for _, a := range c.reports[n].r.Active {
+			if a.PromotionScore != nil {
+				scores[a.Resource+"@"+n] = *a.PromotionScore
+			}
+			if a.Probed {
+				in.Active = append(in.Active, scheduler.Instance{Resource: a.Resource, Slot: -1, Node: n, Role: a.Role})
+				continue
+			}
+			if a.State != "running" {
+				continue
+			}
+			k := state.SlotKey(a.Resource, a.Slot)
+			in.Running[k] = n
+			if a.Role == spec.RolePromoted {
+				in.RunningRoles[k] = spec.RolePromoted
+			}
+		}
+	}
+	in.PromotionScore = func(r, n string) (int, bool) { v, ok := scores[r+"@"+n]; return v, ok }
+}
+
+// promotedElsewhere reports whether another slot of a's resource is still
+// promoted (assigned or reported) beyond what promotedMax allows, so that
+// promoting a now could briefly make one too many.
+func (c *Coordinator) promotedElsewhere(assign map[string]state.Assignment, a state.Assignment, sp *spec.Spec, gone func(string) bool) bool {
+	promoted := map[string]bool{}
+	for k, x := range assign {
+		if x.Resource == a.Resource && x.Role == spec.RolePromoted && k != a.Key() {
+			promoted[k] = true
+		}
+	}
+	for n, rep := range c.reports {
+		if gone(n) {
+			continue // self-fenced: its instances are stopped
+		}
+		for _, x := range rep.r.Active {
+			if k := state.SlotKey(x.Resource, x.Slot); x.Resource == a.Resource && x.Role == spec.RolePromoted && k != a.Key() {
+				promoted[k] = true
+			}
+		}
+	}
+	max := 1
+	for _, r := range sp.Resources {
+		if r.Name == a.Resource && r.PromotedMax > 0 {
+			max = r.PromotedMax
+		}
+	}
+	return len(promoted) >= max
 }
 
 // exclusiveBlocker names a node that may still run slot k (so it must not

@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/paceline/paceline/internal/spec"
+	"github.com/paceline/paceline/internal/state"
 )
 
 // Place computes the desired placement and roles, Pacemaker-style: every
@@ -397,7 +398,7 @@ func (p *planner) base(r *spec.Resource) []spec.Score {
 	th := threshold(r)
 	for i := range p.nodes {
 		n := &p.nodes[i]
-		if !n.Online || n.Standby || n.Maintenance || (static && !p.staticAllowed(r, n)) || (th > 0 && p.fails(r.Name, n.Name) >= th) {
+		if !n.Online || n.Standby || n.Maintenance || (static && !p.staticAllowed(r, n)) || (th > 0 && p.fails(r.Name, n.Name) >= th) || p.fails(r.Name, n.Name) >= state.FailInfinity {
 			w[i] = -spec.Infinity
 		}
 	}
@@ -433,6 +434,8 @@ func (p *planner) unusable(r *spec.Resource, n *Node) string {
 		return "standby"
 	case n.Maintenance:
 		return "maintenance"
+	case p.fails(r.Name, n.Name) >= state.FailInfinity:
+		return fmt.Sprintf("a fatal failure here (start failed, or the agent is not installed); run `paceline resource cleanup %s` once fixed", r.Name)
 	case threshold(r) > 0 && p.fails(r.Name, n.Name) >= threshold(r):
 		return fmt.Sprintf("fail count %d reached migrationThreshold %d; run `paceline resource cleanup %s`", p.fails(r.Name, n.Name), threshold(r), r.Name)
 	}

@@ -60,6 +60,10 @@ type Command struct {
 	Block bool `json:"block,omitempty"`
 	// NoCount records a failure without counting it (onFail: ignore).
 	NoCount bool `json:"noCount,omitempty"`
+	// Fatal sets the fail count to FailInfinity: the resource may not run
+	// on that node again until cleanup (a failed start with
+	// startFailureIsFatal, or an agent not installed there).
+	Fatal bool `json:"fatal,omitempty"`
 
 	// Batch holds the sub-commands of a batch.
 	Batch []Command `json:"batch,omitempty"`
@@ -283,6 +287,9 @@ func (s *State) apply(idx uint64, c *Command) Result {
 				m[c.NodeName] = f
 			}
 			f.Count++
+			if c.Fatal {
+				f.Count = FailInfinity
+			}
 			f.Last = c.Time
 			f.Reason = c.Reason
 		}

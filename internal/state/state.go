@@ -66,6 +66,10 @@ func SlotKey(resource string, slot int) string {
 	return fmt.Sprintf("%s:%d", resource, slot)
 }
 
+// FailInfinity is the fail count of a fatal failure (Pacemaker's
+// INFINITY): above any migrationThreshold.
+const FailInfinity = 1000000
+
 // Fail counts failures of one resource on one node.
 type Fail struct {
 	Count int       `json:"count"`

@@ -1,0 +1,147 @@
+package coordinator
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/paceline/paceline/api"
+	"github.com/paceline/paceline/internal/spec"
+	"github.com/paceline/paceline/internal/state"
+)
+
+func runningInst(res string, slot int, epoch uint64) api.ActiveInstance {
+	return api.ActiveInstance{Resource: res, Slot: slot, Epoch: epoch, State: "running"}
+}
+
+func intPtr(v int) *int { return &v }
+
+func setConstraints(x *h, c spec.Constraints) {
+	x.t.Helper()
+	var sp *spec.Spec
+	x.fsm.Read(func(s *state.State) { sp = s.Spec.Clone() })
+	sp.Constraints = &c
+	if res, _ := x.raft.Propose(context.Background(), &state.Command{Type: state.CmdSetSpec, Spec: sp}); res.Err != nil {
+		x.t.Fatal(res.Err)
+	}
+}
+
+// An order makes the second resource wait until the first runs (as
+// reported), not merely until it is assigned.
+func TestOrderWaitsForReportedStart(t *testing.T) {
+	db, web := vip(), vip()
+	db.Name, web.Name = "db", "web"
+	x := newHarness(t, db, web)
+	setConstraints(x, spec.Constraints{Order: []spec.Order{{First: "db", Then: "web"}}})
+	x.renewAll("n1", "n2")
+	x.settle()
+	a, ok := x.holder("db:0")
+	if !ok {
+		t.Fatal("db not assigned")
+	}
+	if _, ok := x.holder("web:0"); ok {
+		t.Fatal("web assigned before db runs")
+	}
+	// db reported running: web may start.
+	x.renew(a.Node, x.fsm.Index(), runningInst("db", 0, a.Epoch))
+	x.settle()
+	if _, ok := x.holder("web:0"); !ok {
+		t.Fatal("web not assigned after db runs")
+	}
+}
+
+// A promotable resource is promoted only once the instance runs and the
+// agent reported a promotion score; a better score elsewhere moves the
+// role only after the old promoted instance reports its demotion.
+func TestPromotionFollowsReports(t *testing.T) {
+	db := vip()
+	db.Name, db.Class, db.Params, db.Mode, db.Replicas = "db", "ocf:pacemaker:Stateful", spec.Params{}, spec.ModePromotable, 2
+	x := newHarness(t, db)
+	x.renewAll("n1", "n2")
+	x.settle()
+	a0, _ := x.holder("db:0")
+	a1, _ := x.holder("db:1")
+	if a0.Role != "" || a1.Role != "" {
+		t.Fatal("promoted before running")
+	}
+	inst := func(a state.Assignment, score int, role string) api.ActiveInstance {
+		i := runningInst("db", a.Slot, a.Epoch)
+		i.PromotionScore, i.Role = intPtr(score), role
+		return i
+	}
+	x.renew(a0.Node, x.fsm.Index(), inst(a0, 10, ""))
+	x.renew(a1.Node, x.fsm.Index(), inst(a1, 5, ""))
+	x.settle()
+	p0, _ := x.holder("db:0")
+	if p0.Role != spec.RolePromoted {
+		t.Fatalf("db:0 (score 10) not promoted: %+v", p0)
+	}
+	// The node reports it promoted; then db:1's node prefers itself more.
+	x.renew(a0.Node, x.fsm.Index(), inst(p0, 10, spec.RolePromoted))
+	x.renew(a1.Node, x.fsm.Index(), inst(a1, 50, ""))
+	x.settle()
+	p0, _ = x.holder("db:0")
+	p1, _ := x.holder("db:1")
+	if p0.Role != "" {
+		t.Fatalf("db:0 not demoted: %+v", p0)
+	}
+	if p1.Role == spec.RolePromoted {
+		t.Fatal("db:1 promoted while db:0 still reports promoted: two promoted at once")
+	}
+	x.renew(a0.Node, x.fsm.Index(), inst(p0, 10, ""))
+	x.settle()
+	if p1, _ = x.holder("db:1"); p1.Role != spec.RolePromoted {
+		t.Fatalf("db:1 not promoted after db:0's demotion was reported: %+v", p1)
+	}
+}
+
+// A failed start with startFailureIsFatal bans the node at once.
+func TestStartFailureIsFatal(t *testing.T) {
+	x := newHarness(t, vip())
+	x.renewAll("n1", "n2")
+	x.settle()
+	a, _ := x.holder("vip:0")
+	if err := x.c.Failure(context.Background(), api.Failure{Node: a.Node, Resource: "vip", Slot: 0, Epoch: a.Epoch, Op: "start", Reason: "exit 1"}); err != nil {
+		t.Fatal(err)
+	}
+	x.renew(a.Node, x.fsm.Index())
+	x.settle()
+	b, _ := x.holder("vip:0")
+	if b.Node == a.Node {
+		t.Fatalf("still on %s after a fatal start failure", a.Node)
+	}
+}
+
+// A move with a lifetime disappears by itself; the resource stays where it
+// went (stickiness), and no constraint is left behind.
+func TestOperatorConstraintExpires(t *testing.T) {
+	x := newHarness(t, vip())
+	x.renewAll("n1", "n2")
+	x.settle()
+	a, _ := x.holder("vip:0")
+	other := map[string]string{"n1": "n2", "n2": "n1"}[a.Node]
+	exp := x.clk.Now().Add(time.Minute)
+	cmd := &state.Command{Type: state.CmdConstraintAdd, Time: x.clk.Now(), Operator: &state.OperatorArgs{Constraint: &state.OperatorConstraint{
+		ID: state.ConstraintID("move", "vip", other), Kind: "move", Resource: "vip", Node: other, Created: x.clk.Now(), Expires: exp}}}
+	if res, _ := x.raft.Propose(context.Background(), cmd); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	x.renewAll("n1", "n2")
+	x.settle()
+	x.renew(a.Node, x.fsm.Index())
+	x.settle()
+	if b, _ := x.holder("vip:0"); b.Node != other {
+		t.Fatalf("not moved to %s: %+v", other, b)
+	}
+	x.advance(2 * time.Minute)
+	x.renewAll("n1", "n2")
+	x.settle()
+	var left int
+	x.fsm.Read(func(s *state.State) { left = len(s.Constraints) })
+	if left != 0 {
+		t.Fatalf("%d operator constraints left behind after their lifetime", left)
+	}
+	if b, _ := x.holder("vip:0"); b.Node != other {
+		t.Fatalf("moved back after the constraint expired: %+v", b)
+	}
+}
