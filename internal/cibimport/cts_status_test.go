@@ -17,6 +17,14 @@ type rscState struct {
 	failed   bool
 	instance int // clone instance number from "rsc:N", -1 when absent
 	partial  bool
+	// hard: an operation failed with a hard error (rc 2 invalid
+	// parameters, 3 unimplemented, 5 not installed): Pacemaker bans the
+	// resource from the node; fatal: rc 6 (not configured) stops it
+	// everywhere.
+	hard, fatal bool
+	// stopFailed: the last stop failed; without fencing Pacemaker blocks
+	// the resource where it is (on-fail=block).
+	stopFailed bool
 }
 
 // baseID strips a clone instance suffix: "rsc:2" → "rsc", 2.
@@ -40,7 +48,7 @@ func callID(o cib.LRMOp) int {
 // historyState replays an lrm_resource's operations in call order, as
 // Pacemaker's unpacking does in essence: the last start/stop/promote/
 // demote/monitor result decides whether it runs and in which role.
-func historyState(lr cib.LRMResource) rscState {
+func historyState(lr cib.LRMResource, ignoreMonitorFailures bool) rscState {
 	ops := append([]cib.LRMOp(nil), lr.Ops...)
 	sort.SliceStable(ops, func(i, j int) bool {
 		ci, cj := callID(ops[i]), callID(ops[j])
@@ -55,16 +63,24 @@ func historyState(lr cib.LRMResource) rscState {
 	})
 	_, inst := baseID(lr.ID)
 	st := rscState{instance: inst}
+	hard, fatal := false, false
 	for _, o := range ops {
 		rc, _ := strconv.Atoi(o.RCCode)
 		pending := o.OpStatus == "-1" || o.CallID == "-1"
-		if o.OpStatus != "" && o.OpStatus != "0" && !pending {
-			// Cancelled, timed out, error: a timeout or error counts as a failure.
-			switch o.OpStatus {
-			case "1": // cancelled
-				continue
-			default:
-				rc = 1
+		switch o.OpStatus {
+		case "1": // cancelled
+			continue
+		case "2": // timed out
+			rc = 1
+		case "5": // not installed
+			rc = 5
+		}
+		if o.Operation != "stop" {
+			switch rc {
+			case 2, 3, 4, 5:
+				hard = true
+			case 6:
+				fatal = true
 			}
 		}
 		switch o.Operation {
@@ -80,6 +96,7 @@ func historyState(lr cib.LRMResource) rscState {
 		case "stop":
 			if pending || rc != 0 {
 				st.running, st.failed = true, !pending
+				st.stopFailed = !pending
 			} else {
 				st = rscState{instance: inst}
 			}
@@ -103,6 +120,14 @@ func historyState(lr cib.LRMResource) rscState {
 			if pending {
 				continue
 			}
+			recurring := o.Interval != "" && o.Interval != "0"
+			if recurring && ignoreMonitorFailures && rc != 0 && rc != 8 {
+				continue // on-fail=ignore: the failure changes nothing
+			}
+			if recurring && rc == 5 {
+				st.running, st.failed = true, true // must be stopped here
+				continue
+			}
 			switch rc {
 			case 0:
 				st.running, st.promoted = true, false
@@ -120,6 +145,7 @@ func historyState(lr cib.LRMResource) rscState {
 			}
 		}
 	}
+	st.hard, st.fatal = hard, fatal
 	return st
 }
 
@@ -184,7 +210,12 @@ func buildInput(m *cib.Model, s *spec.Spec, rep *Report) statusInput {
 			}
 		}
 		if st := states[u]; st != nil {
-			node.Online = st.Online()
+			// A node whose controller has not joined yet (join=pending,
+			// down, banned) is not a member Pacemaker places on.
+			node.Online = st.Online() && (st.Join == "" || st.Join == "member")
+			if v := st.Attrs["shutdown"]; v != "" && v != "0" {
+				node.Standby = true // shutdown requested (older CIBs)
+			}
 			for _, set := range st.Transient {
 				for _, p := range set.Pairs {
 					switch {
@@ -242,7 +273,15 @@ func buildInput(m *cib.Model, s *spec.Spec, rep *Report) statusInput {
 	running := map[string][]inst{}
 	for _, st := range m.NodeStates {
 		node := rep.Nodes[st.Uname]
-		if node == "" {
+		inMaint := false
+		for _, n := range in.Nodes {
+			if n.Name == node && n.Maintenance {
+				inMaint = true
+			}
+		}
+		if node == "" || (!st.Online() && !inMaint) {
+			// A node that left cleanly runs nothing (one that did not is
+			// fenced first: such cases are not compared).
 			continue
 		}
 		for _, lr := range st.LRM {
@@ -251,7 +290,31 @@ func buildInput(m *cib.Model, s *spec.Spec, rep *Report) statusInput {
 			if !ok {
 				continue
 			}
-			hs := historyState(lr)
+			ignore := false
+			if r := res[sn]; r != nil {
+				for _, o := range r.Operations {
+					if o.Name == "monitor" && o.OnFail == spec.OnFailIgnore {
+						ignore = true
+					}
+				}
+			}
+			hs := historyState(lr, ignore)
+			if hs.hard {
+				fails[[2]string{sn, node}] = int(spec.Infinity)
+			}
+			if hs.fatal {
+				if in.Blocked == nil {
+					in.Blocked = map[string]bool{}
+				}
+				in.Blocked[sn] = true
+			}
+			if hs.running && hs.stopFailed {
+				// Emulate on-fail=block: the resource is left alone
+				// (unmanaged) until cleanup.
+				if r := res[sn]; r != nil {
+					r.Managed = ptr(false)
+				}
+			}
 			if !hs.running {
 				continue
 			}

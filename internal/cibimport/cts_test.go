@@ -368,3 +368,49 @@ func TestCTS(t *testing.T) {
 		t.Errorf("only %d supported CTS cases match, below the floor of %d: a regression in the importer or the scheduler", matched, ctsFloor)
 	}
 }
+
+// TestCTSCase prints the details of the cases named in PACELINE_CTS_CASE
+// (comma-separated): the converted spec, the scheduler input, placement
+// and transition, and the expected placement.
+func TestCTSCase(t *testing.T) {
+	names := os.Getenv("PACELINE_CTS_CASE")
+	if names == "" {
+		t.Skip("set PACELINE_CTS_CASE=name[,name] to inspect cases")
+	}
+	for _, name := range strings.Split(names, ",") {
+		fh, err := os.Open(filepath.Join(ctsDir, "xml", name+".xml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := cib.Parse(fh)
+		fh.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sp, rep := Convert(m)
+		t.Logf("%s spec:\n%s\nreport:\n%s", name, sp.YAML(), rep.String())
+		text, _ := os.ReadFile(filepath.Join(ctsDir, "summary", name+".summary"))
+		sum := parseSummary(string(text))
+		si := buildInput(m, sp, &rep)
+		for _, st := range m.NodeStates {
+			for _, lr := range st.LRM {
+				t.Logf("history %s %s: %+v", st.Uname, lr.ID, historyState(lr, false))
+			}
+		}
+		for _, n := range si.in.Nodes {
+			t.Logf("node %+v", n)
+		}
+		t.Logf("current %v roles %v active %+v", si.in.Current, si.in.Roles, si.in.Active)
+		out, tr := scheduler.Plan(si.in)
+		t.Logf("desired %v roles %v unplaced %v", out.Desired, out.Roles, out.Unplaced)
+		for _, a := range tr.Actions {
+			t.Logf("action %s", a)
+		}
+		t.Logf("blocked %v", tr.Blocked)
+		want := expectedFor(si.in.Spec, &rep, sum)
+		got := afterTransition(si.in, tr)
+		for _, r := range si.in.Spec.Resources {
+			t.Logf("%s: want %s got %s", r.Name, placementString(want[r.Name]), placementString(got[r.Name]))
+		}
+	}
+}

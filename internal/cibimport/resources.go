@@ -412,9 +412,7 @@ func (c *converter) cloneSettings(res *spec.Resource, clone *cib.Resource, info 
 		}
 		return n, true
 	}
-	unique := false
 	if v, ok := get("globally-unique"); ok && cib.IsTrue(v.value) {
-		unique = true
 		c.add(Item{Category: CatMeta, Element: "nvpair", ID: v.id, What: "globally-unique=true of " + clone.ID,
 			Why: "paceline clone instances are interchangeable (numbered slots); unique instance identities are not kept", Placement: false})
 	}
@@ -431,8 +429,6 @@ func (c *converter) cloneSettings(res *spec.Resource, clone *cib.Resource, info 
 	if v, ok := get("clone-node-max"); ok {
 		if n, ok := count(v, "clone-node-max"); ok {
 			switch {
-			case n > 1 && !unique:
-				c.note("%s: clone-node-max=%d is ignored for anonymous clones (Pacemaker ignores it too); one instance per node", clone.ID, n)
 			case n > 1:
 				res.MaxPerNode = n
 			case n == 0:
