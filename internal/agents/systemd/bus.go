@@ -164,12 +164,10 @@ func (b *Bus) get(ctx context.Context) (*session, error) {
 	return s, nil
 }
 
-// drop discards s if it is the current session and its connection is
-// broken, so that the next action reconnects.
+// drop closes s, whose connection failed, and forgets it if it is the
+// current session, so that the next use reconnects. (After a failed write
+// the connection may still look connected until its reader sees EOF.)
 func (b *Bus) drop(s *session) {
-	if s.alive() {
-		return
-	}
 	b.mu.Lock()
 	if b.sess == s {
 		b.sess = nil

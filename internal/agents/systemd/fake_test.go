@@ -243,10 +243,14 @@ func (f *fakeSystemd) add(name string, how behaviour) *fakeUnit {
 }
 
 // mask masks a unit.
-func (f *fakeSystemd) mask(name string) {
+func (f *fakeSystemd) mask(name string) { f.setLoad(name, LoadMasked) }
+
+// setLoad sets a unit's LoadState (as masking it or deleting its file and
+// reloading would), leaving whatever runs running.
+func (f *fakeSystemd) setLoad(name, load string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.unitLocked(name).load = LoadMasked
+	f.unitLocked(name).load = load
 }
 
 // release lets a gated unit finish activating.
@@ -486,7 +490,7 @@ func (m mgrObj) StopUnit(name, mode string) (dbus.ObjectPath, *dbus.Error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	u := f.unitLocked(name)
-	if u.load == LoadNotFound {
+	if u.load == LoadNotFound && u.proc == nil {
 		return "", noSuchUnit(name)
 	}
 	if u.job != 0 && u.jobKind == "start" {

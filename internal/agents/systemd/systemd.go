@@ -11,13 +11,16 @@
 //     other than "done" ("failed", "timeout", "dependency", "canceled"...)
 //     is a soft error. Stop succeeds when the unit is inactive, or failed
 //     (the failure is then reset with ResetFailedUnit); stop of a unit that
-//     does not exist succeeds (it is stopped), as in Pacemaker.
+//     does not exist and does not run succeeds (it is stopped), as in
+//     Pacemaker.
 //   - monitor (and status): ActiveState active or reloading is running (0),
 //     inactive or failed is not running (7); while it is activating or
 //     deactivating the state is polled until it settles or the timeout
 //     passes (Pacemaker's "pending"). A unit that does not exist
 //     (LoadState not-found), is masked or whose unit file cannot be loaded
-//     is not installed (5, a hard error), with a reason.
+//     is not installed (5, a hard error), with a reason — unless it still
+//     runs (masked, or its file deleted, while it ran): then its state is
+//     reported, and stop stops it.
 //   - meta-data is synthesised (no parameters; the unit's Description when
 //     systemd can be asked); validate-all checks that the unit exists and
 //     is not masked.
@@ -32,7 +35,9 @@
 // Failures to reach systemd (no bus, the bus refused paceline, systemd
 // not on the bus) are soft errors whose Reason tells the operator what to
 // check; they never panic. A lost connection is re-established by the
-// next action (see Bus).
+// next action (see Bus); an action whose connection breaks while it runs
+// (a restart of the bus daemon) waits up to Options.ReconnectWindow for
+// the bus to come back and runs once more.
 //
 // Like Pacemaker's "50-pacemaker.conf", start writes a runtime drop-in
 // (/run/systemd/system/UNIT.d/50-paceline.conf: Restart=no, so systemd
@@ -226,7 +231,7 @@ func (u *Unit) Run(ctx context.Context, action agents.Action, inst agents.Instan
 	defer cancel()
 	o := &op{u: u, ctx: actx, parent: ctx, timeout: timeout, action: action}
 	r := o.do()
-	if o.lost {
+	if o.lost && u.opts.ReconnectWindow >= 0 {
 		// The connection broke during the action (the bus daemon
 		// restarted, say): reconnect and run the action again, once. Every
 		// action is idempotent; a start or stop job systemd still has is
@@ -283,11 +288,7 @@ func (o *op) do() agents.Result {
 // window (bounded by the action's timeout). Until systemd is back on the
 // bus, a connection fails too.
 func (o *op) reconnect() error {
-	window := o.u.opts.ReconnectWindow
-	if window < 0 {
-		return errors.New("reconnecting within the action is disabled (ReconnectWindow < 0)")
-	}
-	deadline := time.Now().Add(window)
+	deadline := time.Now().Add(o.u.opts.ReconnectWindow)
 	for {
 		_, err := o.u.bus.get(o.ctx)
 		if err == nil || o.ctx.Err() != nil || errors.Is(err, ErrBusClosed) || !time.Now().Before(deadline) {
@@ -328,6 +329,12 @@ type unitState struct {
 	Description string
 	JobID       uint32
 	LoadError   string
+}
+
+// running reports whether the unit has a process or is changing state,
+// i.e. is not plainly stopped (inactive or failed).
+func (st unitState) running() bool {
+	return st.ActiveState != "" && st.ActiveState != StateInactive && st.ActiveState != StateFailed
 }
 
 func (st unitState) String() string {
@@ -609,8 +616,10 @@ func (o *op) stop() agents.Result {
 	if err != nil {
 		return o.fail("LoadUnit("+o.u.name+")", err)
 	}
-	if st.LoadState == LoadNotFound {
-		// Pacemaker too: a unit that does not exist is stopped.
+	if st.LoadState == LoadNotFound && !st.running() {
+		// Pacemaker too: a unit that does not exist is stopped. (A unit
+		// whose file was deleted while it ran is not-found but active:
+		// that one is stopped below.)
 		return o.stopped()
 	}
 	result, err := o.job("StopUnit", st.Path)
@@ -666,7 +675,12 @@ func (o *op) monitor() agents.Result {
 		return o.fail("LoadUnit("+o.u.name+")", err)
 	}
 	if r, ok := o.installed(st); !ok {
-		return r
+		if !st.running() {
+			return r
+		}
+		// Masked, or its file deleted, while it runs: report what runs
+		// (stop stops it), not "not installed", which would hide it.
+		o.u.log.Warn("unit runs but cannot be started again", "reason", r.Reason)
 	}
 	st, err = o.settle(st.Path, "leave "+st.ActiveState, func(a string) bool { return a == StateActivating || a == StateDeactivating })
 	if err != nil {

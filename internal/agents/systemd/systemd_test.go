@@ -244,6 +244,26 @@ func TestNotInstalled(t *testing.T) {
 	want(t, "stop masked", run(t, hidden, agents.Stop), agents.OCFSuccess, agents.StatusSuccess)
 }
 
+// A unit masked, or whose file was deleted, while it runs: monitor
+// reports it running and stop really stops it; then it is not installed.
+func TestGoneWhileRunning(t *testing.T) {
+	e := newEnv(t)
+	for _, load := range []string{LoadMasked, LoadNotFound} {
+		name := "vanishing-" + load + ".service"
+		e.fake.add(name, runs)
+		u := e.unit(name)
+		want(t, "start", run(t, u, agents.Start), agents.OCFSuccess, agents.StatusSuccess)
+		_, pid, _ := e.fake.state(name)
+		e.fake.setLoad(name, load)
+		want(t, load+" monitor", run(t, u, agents.Monitor), agents.OCFSuccess, agents.StatusSuccess)
+		want(t, load+" stop", run(t, u, agents.Stop), agents.OCFSuccess, agents.StatusSuccess)
+		if procfs.Running(pid) {
+			t.Fatalf("%s: process %d survived stop", load, pid)
+		}
+		want(t, load+" monitor after stop", run(t, u, agents.Monitor), agents.OCFErrInstalled, agents.StatusHardError)
+	}
+}
+
 // While a unit is activating, start and monitor wait for it (Pacemaker's
 // "pending"), and both succeed once it is active.
 func TestPendingActivation(t *testing.T) {
