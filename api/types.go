@@ -166,6 +166,10 @@ type Renew struct {
 	// leader judges this node's expiry with the same numbers.
 	LeaseMS  int64 `json:"leaseMs,omitempty"`
 	MarginMS int64 `json:"marginMs,omitempty"`
+	// ProbesDone lists the ProbeItem keys whose probe finished here
+	// (whatever it found); nil when the node does not probe. The leader
+	// starts a resource only once every node it asked has probed it.
+	ProbesDone []string `json:"probesDone,omitempty"`
 }
 
 // RenewAck answers a renewal. OK false means no lease was granted.
@@ -207,6 +211,9 @@ type Peer struct {
 type ProbeItem struct {
 	Resource string          `json:"resource"`
 	Def      json.RawMessage `json:"def"`
+	// Key identifies the definition probed (a digest of Def): a node
+	// probes each key once and reports it in Renew.ProbesDone.
+	Key string `json:"key"`
 }
 
 // Assignments answers GET /v1/internal/assignments.

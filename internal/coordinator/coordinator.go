@@ -12,10 +12,14 @@ package coordinator
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -73,6 +77,7 @@ type Coordinator struct {
 	startIndex uint64
 	recoveries map[string]recovery
 	unplaced   []string
+	defs       AssignmentCache
 	kick       chan struct{}
 }
 
@@ -297,8 +302,10 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 		expireCons []string
 		nextExpiry time.Time
 	)
+	var probes []probeDef
 	c.cfg.FSM.Read(func(s *state.State) {
 		in = scheduler.FromState(s, s.Spec, now)
+		_, probes = c.defs.load(s)
 		expireCons = s.ExpiredConstraints(now)
 		nextExpiry = s.NextConstraintExpiry(now)
 		for _, n := range s.NodeNames() {
@@ -427,7 +434,12 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 			ready[id] = true
 		}
 	}
-	may := func(op, k, node string) bool { return !listed[op+" "+k+"@"+node] || ready[op+" "+k+"@"+node] }
+	may := func(op, k, node string) bool {
+		if op == scheduler.OpStart && c.unprobed(probes, resourceOfKey(k), gone) != "" {
+			return false // find out where it already runs before starting it anywhere
+		}
+		return !listed[op+" "+k+"@"+node] || ready[op+" "+k+"@"+node]
+	}
 	plan := &state.Command{Type: state.CmdPlan, SpecVersion: specVer}
 	keys := map[string]bool{}
 	for k := range assign {
@@ -571,6 +583,39 @@ func (c *Coordinator) observe(in *scheduler.Input, gone func(string) bool) {
 	in.PromotionScore = func(r, n string) (int, bool) { v, ok := scores[r+"@"+n]; return v, ok }
 }
 
+// unprobed names a live node that was asked to probe res and has not
+// reported the result yet ("" when none). Nodes that do not probe at all
+// (ProbesDone nil) are not waited for.
+func (c *Coordinator) unprobed(probes []probeDef, res string, gone func(string) bool) string {
+	for _, p := range probes {
+		if p.res != res {
+			continue
+		}
+		names := make([]string, 0, len(c.reports))
+		for n := range c.reports {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			rep := c.reports[n].r
+			if gone(n) || rep.ProbesDone == nil || !p.on(n) {
+				continue
+			}
+			if !slices.Contains(rep.ProbesDone, p.key) {
+				return n
+			}
+		}
+	}
+	return ""
+}
+
+func resourceOfKey(k string) string {
+	if i := strings.LastIndexByte(k, ':'); i >= 0 {
+		return k[:i]
+	}
+	return k
+}
+
 // promotedElsewhere reports whether another slot of a's resource is still
 // promoted (assigned or reported) beyond what promotedMax allows, so that
 // promoting a now could briefly make one too many.
@@ -686,36 +731,120 @@ func sameLabels(a, b map[string]string) bool {
 }
 
 // AssignmentCache answers assignment requests, encoding resource
-// definitions once per spec version instead of once per request.
+// definitions (and their probe keys) once per spec version instead of once
+// per request.
 type AssignmentCache struct {
 	mu      sync.Mutex
 	version int
 	defs    map[string]json.RawMessage
+	probes  []probeDef
 }
 
-// For returns node's assignments from the FSM.
+type probeDef struct {
+	res       string
+	key       string
+	def       json.RawMessage
+	never     map[string]bool // nodes with discovery: never
+	exclusive map[string]bool // when set: only these nodes (discovery: exclusive)
+}
+
+// ProbeKey identifies a resource definition for probing.
+func ProbeKey(def []byte) string {
+	sum := sha256.Sum256(def)
+	return hex.EncodeToString(sum[:8])
+}
+
+// probeDefs lists the resources nodes must probe: every script-class
+// resource (ocf, lsb, systemd), honouring discovery never/exclusive of
+// node locations.
+func probeDefs(sp *spec.Spec, defs map[string]json.RawMessage) []probeDef {
+	var out []probeDef
+	for _, r := range sp.Resources {
+		if !r.Info().Script() {
+			continue
+		}
+		pd := probeDef{res: r.Name, key: ProbeKey(defs[r.Name]), def: defs[r.Name], never: map[string]bool{}}
+		if sp.Constraints != nil {
+			for _, l := range sp.Constraints.Location {
+				if l.Resource != r.Name || l.Node == "" {
+					continue
+				}
+				switch l.Discovery {
+				case "never":
+					pd.never[l.Node] = true
+				case "exclusive":
+					if pd.exclusive == nil {
+						pd.exclusive = map[string]bool{}
+					}
+					pd.exclusive[l.Node] = true
+				}
+			}
+		}
+		out = append(out, pd)
+	}
+	return out
+}
+
+func (p probeDef) on(node string) bool {
+	return !p.never[node] && (p.exclusive == nil || p.exclusive[node])
+}
+
+func (c *AssignmentCache) load(s *state.State) (map[string]json.RawMessage, []probeDef) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.defs == nil || c.version != s.SpecVersion {
+		c.defs = map[string]json.RawMessage{}
+		c.probes = nil
+		c.version = s.SpecVersion
+		if s.Spec != nil {
+			sp := s.Spec.WithDefaults()
+			for _, r := range sp.Resources {
+				b, _ := json.Marshal(r)
+				c.defs[r.Name] = b
+			}
+			c.probes = probeDefs(sp, c.defs)
+		}
+	}
+	return c.defs, c.probes
+}
+
+// For returns node's assignments from the FSM: its instances with their
+// definitions, roles, restart generations and (notify clones) peers, and
+// the resources it must probe.
 func (c *AssignmentCache) For(fsm *state.FSM, node string) api.Assignments {
 	var out api.Assignments
 	fsm.Read(func(s *state.State) {
 		out.Index = s.Index
-		c.mu.Lock()
-		if c.defs == nil || c.version != s.SpecVersion {
-			c.defs = map[string]json.RawMessage{}
-			c.version = s.SpecVersion
-			if s.Spec != nil {
-				for _, r := range s.Spec.WithDefaults().Resources {
-					b, _ := json.Marshal(r)
-					c.defs[r.Name] = b
+		defs, probes := c.load(s)
+		notify := map[string]bool{}
+		if s.Spec != nil {
+			out.Maintenance = s.Spec.Cluster.Maintenance
+			for _, r := range s.Spec.Resources {
+				if r.Notify {
+					notify[r.Name] = true
 				}
 			}
 		}
-		defs := c.defs
-		c.mu.Unlock()
-		if s.Spec != nil {
-			out.Maintenance = s.Spec.Cluster.Maintenance
-		}
+		var peers map[string][]api.Peer
 		for _, a := range s.AssignmentsFor(node) {
-			out.Items = append(out.Items, api.NodeAssignment{Resource: a.Resource, Slot: a.Slot, Epoch: a.Epoch, Def: defs[a.Resource]})
+			na := api.NodeAssignment{Resource: a.Resource, Slot: a.Slot, Epoch: a.Epoch, Def: defs[a.Resource], Role: a.Role, Generation: s.Generation(a.Resource)}
+			if notify[a.Resource] {
+				if peers == nil {
+					peers = map[string][]api.Peer{}
+					for _, x := range s.SortedAssignments() {
+						if notify[x.Resource] {
+							peers[x.Resource] = append(peers[x.Resource], api.Peer{Slot: x.Slot, Node: x.Node, Role: x.Role})
+						}
+					}
+				}
+				na.Peers = peers[a.Resource]
+			}
+			out.Items = append(out.Items, na)
+		}
+		for _, p := range probes {
+			if p.on(node) {
+				out.Probes = append(out.Probes, api.ProbeItem{Resource: p.res, Def: p.def, Key: p.key})
+			}
 		}
 	})
 	return out

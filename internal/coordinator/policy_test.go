@@ -145,3 +145,55 @@ func TestOperatorConstraintExpires(t *testing.T) {
 		t.Fatalf("moved back after the constraint expired: %+v", b)
 	}
 }
+
+// Nothing starts before every probing node reported its probe; probed
+// instances found running are adopted where they run.
+func TestProbesBeforeStart(t *testing.T) {
+	d := vip()
+	d.Name, d.Class, d.Params = "dummy", "ocf:heartbeat:Dummy", spec.Params{}
+	x := newHarness(t, d)
+	var cache AssignmentCache
+	as := cache.For(x.fsm, "n1")
+	if len(as.Probes) != 1 || as.Probes[0].Resource != "dummy" || as.Probes[0].Key == "" {
+		t.Fatalf("probes for n1: %+v", as.Probes)
+	}
+	key := as.Probes[0].Key
+	rn := func(node string, done []string, active ...api.ActiveInstance) {
+		ack := x.c.Renew(api.Renew{Node: node, Cluster: "c1", Role: state.RoleControl, APIAddr: node + ":7480", Applied: x.fsm.Index(), Active: active, ProbesDone: done})
+		if !ack.OK {
+			t.Fatal(ack.Reason)
+		}
+	}
+	rn("n1", []string{})
+	rn("n2", []string{})
+	x.settle()
+	if _, ok := x.holder("dummy:0"); ok {
+		t.Fatal("started before the probes finished")
+	}
+	// n2's probe finds it running there; n1's finds nothing.
+	rn("n1", []string{key})
+	rn("n2", []string{key}, api.ActiveInstance{Resource: "dummy", Slot: -1, State: "running", Probed: true})
+	x.settle()
+	a, ok := x.holder("dummy:0")
+	if !ok || a.Node != "n2" {
+		t.Fatalf("want it adopted on n2 where the probe found it: %+v %v", a, ok)
+	}
+}
+
+// Assignments carry the role, the restart generation and, for notify
+// clones, every peer.
+func TestAssignmentsCarryRolesPeersGenerations(t *testing.T) {
+	c := vip()
+	c.Name, c.Class, c.Params, c.Mode, c.Replicas, c.Notify = "q", "ocf:heartbeat:Dummy", spec.Params{}, spec.ModeClone, 2, true
+	x := newHarness(t, c)
+	x.renewAll("n1", "n2")
+	x.settle()
+	if res, _ := x.raft.Propose(context.Background(), &state.Command{Type: state.CmdRestart, Resource: "q", Time: x.clk.Now()}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	var cache AssignmentCache
+	as := cache.For(x.fsm, "n1")
+	if len(as.Items) != 1 || len(as.Items[0].Peers) != 2 || as.Items[0].Generation != 1 {
+		t.Fatalf("assignments for n1: %+v", as.Items)
+	}
+}

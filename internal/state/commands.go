@@ -26,6 +26,34 @@ const (
 	CmdBatch      = "batch"       // several commands in one entry, applied in order
 )
 
+// wakeNotifyPeers bumps the node version of every node running an
+// instance of a notify clone whose instances changed, so that their
+// executors see the new peer list (OCF notify) without waiting.
+func (s *State) wakeNotifyPeers(idx uint64, c *Command) {
+	if s.Spec == nil {
+		return
+	}
+	changed := map[string]bool{}
+	for _, a := range c.Set {
+		changed[a.Resource] = true
+	}
+	for _, k := range c.Unset {
+		if i := strings.LastIndexByte(k, ':'); i >= 0 {
+			changed[k[:i]] = true
+		}
+	}
+	for _, r := range s.Spec.Resources {
+		if !r.Notify || !changed[r.Name] {
+			continue
+		}
+		for _, a := range s.Assignments {
+			if a.Resource == r.Name {
+				s.NodeVersion[a.Node] = idx
+			}
+		}
+	}
+}
+
 // Command is one raft log entry. Time and any random values are chosen by
 // the proposer; Apply never reads a clock.
 type Command struct {
@@ -270,6 +298,7 @@ func (s *State) apply(idx uint64, c *Command) Result {
 			s.Assignments[a.Key()] = &a
 			s.NodeVersion[a.Node] = idx
 		}
+		s.wakeNotifyPeers(idx, c)
 	case CmdFailure:
 		if c.Resource == "" || c.NodeName == "" {
 			res.Err = fmt.Errorf("%w: failure without resource or node", ErrRejected)
