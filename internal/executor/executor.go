@@ -1,13 +1,21 @@
 // Package executor runs, on every node, the resource instances the leader
-// assigned to it: it starts what is assigned, stops what is not, restarts
-// failed instances in place, reports failures, and self-fences (kills every
-// exclusive instance at once) when the node's hold lease runs out.
+// assigned to it, whatever their class (process, ocf, lsb, systemd; see
+// internal/agents/driver): it probes what already runs, starts what is
+// assigned, promotes and demotes following the assigned role, monitors,
+// recovers failed instances in place or reports them to the leader
+// according to each operation's onFail, stops what is no longer assigned,
+// and self-fences when the node's hold lease runs out.
 //
-// Safety rules enforced here (DESIGN §3):
-//   - an exclusive instance starts only while the hold lease is valid and
-//     only once the node has seen the assignments at least as new as the
-//     acknowledgement that ended its last lease gap (so a reassignment made
-//     while this node was presumed gone is always seen first);
+// Safety rules enforced here (DESIGN §3, docs/safety.md):
+//   - an exclusive instance starts, and a promotable instance is
+//     promoted, only while the hold lease is valid and only once the node
+//     has seen the assignments at least as new as the acknowledgement that
+//     ended its last lease gap (so a reassignment made while this node was
+//     presumed gone is always seen first);
+//   - when the lease runs out (SelfFence), exclusive instances are killed
+//     (process class: SIGKILL to the group) or stopped (script classes:
+//     their stop action, the in-flight action cancelled first), and
+//     promoted instances are demoted (stopped if demote fails);
 //   - assignments older than the newest epoch seen for a slot are ignored (I4).
 package executor
 
@@ -20,90 +28,87 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/paceline/paceline/api"
-	"github.com/paceline/paceline/internal/agents/process"
+	"github.com/paceline/paceline/internal/agents"
+	"github.com/paceline/paceline/internal/agents/driver"
+	"github.com/paceline/paceline/internal/agents/lsb"
+	"github.com/paceline/paceline/internal/agents/ocf"
 	"github.com/paceline/paceline/internal/lease"
 	"github.com/paceline/paceline/internal/spec"
 )
 
 // Instance states as reported to the leader.
 const (
-	StateStarting = "starting"
+	StateStarting = "starting" // waiting to start (lease, backoff) or starting
 	StateRunning  = "running"
 	StateStopping = "stopping"
-	StateFailed   = "failed"
+	StateFailed   = "failed" // failed and held for the leader, or blocked (onFail block)
+	// stateStopped is internal: an unmanaged instance found not running,
+	// or one between stop and start; it is not reported.
+	stateStopped = "stopped"
 )
 
 // Config wires an executor.
 type Config struct {
-	Node    string
-	Holder  *lease.Holder
-	LogDir  string // instance output goes to LogDir/<resource>-<slot>.log
-	Logger  *slog.Logger
-	Report  func(api.Failure) // called from instance goroutines; must not block long
-	Now     func() time.Time
-	Cluster string
-}
-
-type inst struct {
-	key   string
-	res   spec.Resource
-	slot  int
-	epoch uint64
-
-	mu    sync.Mutex
-	state string
-
-	stop     chan struct{} // graceful stop
-	kill     chan struct{} // immediate kill (self-fence)
-	done     chan struct{}
-	once     sync.Once
-	killOnce sync.Once
-	wake     chan struct{}
-	logf     io.Closer // output file of the current attempt
-}
-
-func (i *inst) closeLog() {
-	if i.logf != nil {
-		i.logf.Close()
-		i.logf = nil
-	}
-}
-
-func (i *inst) setState(s string) {
-	i.mu.Lock()
-	i.state = s
-	i.mu.Unlock()
-}
-
-func (i *inst) getState() string {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	return i.state
+	Node   string
+	Holder *lease.Holder
+	// LogDir receives process-class output as LogDir/<resource>-<slot>.log.
+	LogDir string
+	// StateDir holds the executor's working files: the crm_attribute,
+	// crm_master, crm_node and attrd_updater shims OCF agents call
+	// (StateDir/bin), the promotion scores they set (StateDir/scores) and
+	// other node attributes (StateDir/attrs). "" = LogDir/../executor, or a
+	// temporary directory when LogDir is empty too.
+	StateDir string
+	// OCFRoot (default /usr/lib/ocf), RscTmp (HA_RSCTMP, default
+	// /run/resource-agents) and LSBDir (default /etc/init.d) override
+	// Debian's layout.
+	OCFRoot, RscTmp, LSBDir string
+	// ScriptEnv is added to the environment of every OCF and LSB action.
+	ScriptEnv map[string]string
+	// Systemd returns the Invoker of a "systemd:UNIT" class (e.g. a
+	// wrapper of systemd.New); nil: that class is reported as unsupported.
+	Systemd func(class string) (agents.Invoker, error)
+	// MaxProbes bounds the probes run at once (default 4).
+	MaxProbes int
+	Logger    *slog.Logger
+	Report    func(api.Failure) // called from instance goroutines; must not block long
+	Now       func() time.Time
+	Cluster   string
 }
 
 // Executor is the node-local runner.
 type Executor struct {
-	cfg Config
-	log *slog.Logger
+	cfg     Config
+	log     *slog.Logger
+	drivers *driver.Factory
+	dirs    shimDirs
 
-	mu       sync.Mutex
-	insts    map[string]*inst
-	maxEpoch map[string]uint64
-	applied  uint64
-	gapIndex uint64
-	desired  []api.NodeAssignment
-	maint    bool
-	closed   bool
-	changed  chan struct{}
-	fresh    chan struct{}
+	mu          sync.Mutex
+	insts       map[string]*inst
+	maxEpoch    map[string]uint64
+	applied     uint64
+	gapIndex    uint64
+	desired     []api.NodeAssignment
+	maint       bool
+	closed      bool
+	probeItems  map[string]api.ProbeItem
+	probes      map[string]*probeRec
+	changed     chan struct{}
+	fresh       chan struct{}
+	probeSem    chan struct{}
+	bg          sync.WaitGroup // probe and orphan goroutines
+	bgCtx       context.Context
+	bgCancel    context.CancelFunc
+	closeDriver sync.Once
 }
 
-// New returns an executor with nothing running.
+// New returns an executor with nothing running. It writes the agent shims
+// into StateDir (failures are logged: OCF agents then cannot report
+// promotion scores).
 func New(cfg Config) *Executor {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -111,7 +116,41 @@ func New(cfg Config) *Executor {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Executor{cfg: cfg, log: cfg.Logger, insts: map[string]*inst{}, maxEpoch: map[string]uint64{}, changed: make(chan struct{}, 1), fresh: make(chan struct{}, 1)}
+	if cfg.MaxProbes <= 0 {
+		cfg.MaxProbes = 4
+	}
+	if cfg.StateDir == "" {
+		if cfg.LogDir != "" {
+			cfg.StateDir = filepath.Join(filepath.Dir(filepath.Clean(cfg.LogDir)), "executor")
+		} else if d, err := os.MkdirTemp("", "paceline-executor-"); err == nil {
+			cfg.StateDir = d
+		}
+	}
+	e := &Executor{cfg: cfg, log: cfg.Logger, insts: map[string]*inst{}, maxEpoch: map[string]uint64{},
+		changed: make(chan struct{}, 1), fresh: make(chan struct{}, 1),
+		probeItems: map[string]api.ProbeItem{}, probes: map[string]*probeRec{},
+		probeSem: make(chan struct{}, cfg.MaxProbes)}
+	e.bgCtx, e.bgCancel = context.WithCancel(context.Background())
+	dirs, err := writeShims(cfg.StateDir)
+	if err != nil {
+		e.log.Error("cannot write the crm_attribute/crm_master shims: OCF agents cannot report promotion scores", "dir", cfg.StateDir, "err", err)
+	}
+	e.dirs = dirs
+	ocfEnv := map[string]string{}
+	for k, v := range cfg.ScriptEnv {
+		ocfEnv[k] = v
+	}
+	for k, v := range dirs.env(cfg.Node) {
+		ocfEnv[k] = v
+	}
+	e.drivers = driver.NewFactory(driver.Options{
+		Node: cfg.Node, Cluster: cfg.Cluster, LogDir: cfg.LogDir,
+		OCF:     ocf.Options{Root: cfg.OCFRoot, RscTmp: cfg.RscTmp, Env: ocfEnv, Logger: e.log},
+		LSB:     lsb.Options{Dir: cfg.LSBDir, Env: cfg.ScriptEnv, Logger: e.log},
+		Systemd: cfg.Systemd,
+		Logger:  e.log,
+	})
+	return e
 }
 
 // Changed signals (coalesced) that the active set changed; the renewer
@@ -164,6 +203,10 @@ func (e *Executor) Update(a api.Assignments) {
 	e.applied = a.Index
 	e.desired = a.Items
 	e.maint = a.Maintenance
+	e.probeItems = map[string]api.ProbeItem{}
+	for _, p := range a.Probes {
+		e.probeItems[p.Resource] = p
+	}
 	e.mu.Unlock()
 	e.Reconcile()
 }
@@ -175,13 +218,26 @@ func (e *Executor) Applied() uint64 {
 	return e.applied
 }
 
-// Active lists what runs here (including starting, stopping and failed).
+// Active lists what runs here: assigned instances (starting, running,
+// stopping and failed ones; with their role and the promotion score their
+// agent set) and, with Probed and Slot -1, instances a probe found running
+// that are not assigned here.
 func (e *Executor) Active() []api.ActiveInstance {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	out := make([]api.ActiveInstance, 0, len(e.insts))
 	for _, i := range e.insts {
-		out = append(out, api.ActiveInstance{Resource: i.res.Name, Slot: i.slot, Epoch: i.epoch, State: i.getState()})
+		st := i.report()
+		if st.State == stateStopped || st.State == "" {
+			continue
+		}
+		st.Resource, st.Slot, st.Epoch = i.name, i.slot, i.epoch
+		out = append(out, st)
+	}
+	for _, p := range e.probes {
+		if a, ok := p.report(); ok {
+			out = append(out, a)
+		}
 	}
 	sort.Slice(out, func(a, b int) bool {
 		if out[a].Resource != out[b].Resource {
@@ -192,7 +248,8 @@ func (e *Executor) Active() []api.ActiveInstance {
 	return out
 }
 
-// Reconcile starts what is assigned and stops what is not.
+// Reconcile hands every instance its assignment (or the lack of one),
+// creates instances for new slots and starts probes.
 func (e *Executor) Reconcile() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -210,7 +267,11 @@ func (e *Executor) Reconcile() {
 		want[k] = a
 	}
 	if e.maint {
-		// Cluster maintenance: leave everything as it is.
+		// Cluster maintenance: leave everything as it is (instances see
+		// e.maint and stop monitoring and recovering).
+		for _, i := range e.insts {
+			i.poke()
+		}
 		return
 	}
 	for k, i := range e.insts {
@@ -218,19 +279,17 @@ func (e *Executor) Reconcile() {
 		var def spec.Resource
 		if ok {
 			if err := json.Unmarshal(a.Def, &def); err != nil {
+				e.log.Error("undecodable resource definition", "slot", k, "err", err)
 				ok = false
 			}
 		}
-		if !ok || !sameDef(def, i.res) {
-			e.log.Info("stopping instance", "slot", k, "reason", map[bool]string{true: "definition changed", false: "no longer assigned here"}[ok])
-			i.requestStop()
-			continue
+		if ok {
+			a := a
+			i.want, i.wantDef, i.epoch = &a, def, a.Epoch
+		} else {
+			i.want = nil
 		}
-		i.epoch = a.Epoch
-		select {
-		case i.wake <- struct{}{}:
-		default:
-		}
+		i.poke()
 	}
 	for k, a := range want {
 		if _, ok := e.insts[k]; ok {
@@ -241,72 +300,118 @@ func (e *Executor) Reconcile() {
 			e.log.Error("undecodable resource definition", "slot", k, "err", err)
 			continue
 		}
-		i := &inst{key: k, res: def, slot: a.Slot, epoch: a.Epoch, state: StateStarting,
-			stop: make(chan struct{}), kill: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1)}
+		a := a
+		i := newInst(k, a.Resource, a.Slot, def)
+		i.want, i.wantDef, i.epoch = &a, def, a.Epoch
 		e.insts[k] = i
 		go e.run(i)
 	}
+	e.reconcileProbes()
 	e.signal()
 }
 
-func sameDef(a, b spec.Resource) bool {
-	x, _ := json.Marshal(a)
-	y, _ := json.Marshal(b)
-	return string(x) == string(y)
-}
-
-func (i *inst) requestStop() {
-	i.once.Do(func() { close(i.stop) })
-}
-
-// forceKill asks for an immediate kill. SelfFence (the fence loop) and
-// StopAll (shutdown, crash) may ask at the same time.
-func (i *inst) forceKill() {
-	i.killOnce.Do(func() { close(i.kill) })
-}
-
-// SelfFence kills every exclusive instance at once (the lease ran out).
-// It returns the slots it killed.
-func (e *Executor) SelfFence() []string {
-	e.mu.Lock()
-	var victims []*inst
+// assignedLocked reports whether resource has an assigned instance here.
+func (e *Executor) assignedLocked(resource string) bool {
 	for _, i := range e.insts {
-		if i.res.Exclusive() {
-			victims = append(victims, i)
-		}
-	}
-	e.mu.Unlock()
-	var out []string
-	for _, i := range victims {
-		i.forceKill()
-		<-i.done
-		out = append(out, i.key)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// HasExclusive reports whether an exclusive instance is present (any state).
-func (e *Executor) HasExclusive() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, i := range e.insts {
-		if i.res.Exclusive() {
+		if i.name == resource && i.want != nil {
 			return true
 		}
 	}
 	return false
 }
 
-// StopAll stops every instance gracefully and waits (agent shutdown).
+// SelfFence acts on the loss of the hold lease: every exclusive instance
+// that may be running is killed (process class) or stopped (script
+// classes), and every promoted instance is demoted (stopped if demote
+// fails), at once; in-flight actions of those instances are cancelled
+// first. It returns when that is done, with the slots it acted on.
+func (e *Executor) SelfFence() []string {
+	e.mu.Lock()
+	var kill, demote []*inst
+	for _, i := range e.insts {
+		switch {
+		case i.exclusive() && i.active():
+			kill = append(kill, i)
+		case i.promoted():
+			demote = append(demote, i)
+		}
+	}
+	orphans := e.fenceOrphansLocked()
+	e.mu.Unlock()
+	var out []string
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, i := range kill {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			i.forceKill()
+			<-i.done
+			mu.Lock()
+			out = append(out, i.key)
+			mu.Unlock()
+		}()
+	}
+	for _, i := range demote {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ack := i.requestDemote()
+			select {
+			case <-ack:
+			case <-i.done:
+			}
+			mu.Lock()
+			out = append(out, i.key)
+			mu.Unlock()
+		}()
+	}
+	for _, p := range orphans {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-p.stopped
+			mu.Lock()
+			out = append(out, p.res.Name+":probed")
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	sort.Strings(out)
+	return out
+}
+
+// HasExclusive reports whether anything SelfFence would act on is present:
+// an exclusive instance that may be running (starting, running, stopping
+// or failed), a promoted instance, or such an instance found by a probe.
+func (e *Executor) HasExclusive() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, i := range e.insts {
+		if (i.exclusive() && i.active()) || i.promoted() {
+			return true
+		}
+	}
+	for _, p := range e.probes {
+		if p.fenceable() {
+			return true
+		}
+	}
+	return false
+}
+
+// StopAll stops every instance gracefully and waits (agent shutdown);
+// when ctx ends first, what is left is killed (process class) or its stop
+// is not waited for beyond its own timeout (script classes).
 func (e *Executor) StopAll(ctx context.Context) {
 	e.mu.Lock()
 	e.closed = true
 	var all []*inst
 	for _, i := range e.insts {
 		all = append(all, i)
-		i.requestStop()
+		i.poke()
 	}
+	e.stopOrphansLocked()
 	e.mu.Unlock()
 	for _, i := range all {
 		select {
@@ -316,6 +421,16 @@ func (e *Executor) StopAll(ctx context.Context) {
 			<-i.done
 		}
 	}
+	bgDone := make(chan struct{})
+	go func() { e.bg.Wait(); close(bgDone) }()
+	select {
+	case <-bgDone:
+	case <-ctx.Done():
+		e.bgCancel()
+		<-bgDone
+	}
+	e.bgCancel()
+	e.closeDriver.Do(e.drivers.Close)
 }
 
 // epochOf reads an instance's epoch (Reconcile updates it under e.mu).
@@ -325,11 +440,11 @@ func (e *Executor) epochOf(i *inst) uint64 {
 	return i.epoch
 }
 
-func (e *Executor) mayStart(i *inst) bool {
-	if !i.res.Exclusive() {
-		return true
-	}
-	if !e.cfg.Holder.Valid(e.cfg.Now()) {
+// leaseOK reports whether an exclusive action (start of an exclusive
+// instance, promotion) is allowed now: the hold lease is valid and the
+// assignments applied are at least as new as the last lease gap's index.
+func (e *Executor) leaseOK() bool {
+	if e.cfg.Holder == nil || !e.cfg.Holder.Valid(e.cfg.Now()) {
 		return false
 	}
 	e.mu.Lock()
@@ -337,126 +452,10 @@ func (e *Executor) mayStart(i *inst) bool {
 	return e.applied >= e.gapIndex && e.gapIndex > 0
 }
 
-// run is the life of one instance: start, watch, restart in place on
-// failure (per onFail), stop when asked, die at once when killed.
-func (e *Executor) run(i *inst) {
-	defer func() {
-		i.closeLog()
-		e.mu.Lock()
-		if e.insts[i.key] == i {
-			delete(e.insts, i.key)
-		}
-		e.mu.Unlock()
-		close(i.done)
-		e.signal()
-		e.Reconcile()
-	}()
-	log := e.log.With("slot", i.key)
-	backoff := time.Duration(0)
-	for attempt := 0; ; attempt++ {
-		// Wait until allowed to start (exclusive: valid lease, fresh assignments).
-		for !e.mayStart(i) {
-			select {
-			case <-i.stop:
-				return
-			case <-i.kill:
-				return
-			case <-i.wake:
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-		if backoff > 0 {
-			select {
-			case <-i.stop:
-				return
-			case <-i.kill:
-				return
-			case <-time.After(backoff):
-			}
-			if !e.mayStart(i) {
-				continue
-			}
-		}
-		i.setState(StateStarting)
-		e.signal()
-		i.closeLog()
-		p, err := e.start(i)
-		if err != nil {
-			log.Error("start failed", "err", err)
-			if !e.failed(i, "start failed: "+err.Error()) {
-				return
-			}
-			backoff = nextBackoff(backoff)
-			continue
-		}
-		started := e.cfg.Now()
-		reason := ""
-		if i.res.Health != nil {
-			timeout := i.res.Params.StartTimeout.D()
-			if timeout <= 0 {
-				timeout = 20 * time.Second
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), timeout)
-			go func() {
-				select {
-				case <-i.stop:
-				case <-i.kill:
-				case <-ctx.Done():
-				}
-				cancel()
-			}()
-			if err := p.WaitHealthy(ctx); err != nil {
-				reason = "did not become healthy: " + err.Error()
-			}
-			cancel()
-			// Checks that failed while it was starting do not count.
-			select {
-			case <-p.Unhealthy():
-			default:
-			}
-		}
-		if reason == "" {
-			i.setState(StateRunning)
-			e.signal()
-			log.Info("instance running", "pid", p.PID(), "epoch", e.epochOf(i))
-			select {
-			case <-p.Done():
-				reason = "process exited: " + p.ExitStatus()
-			case r := <-p.Unhealthy():
-				reason = "health check failed: " + r
-			case <-i.stop:
-				i.setState(StateStopping)
-				e.signal()
-				e.stopProc(i, p)
-				return
-			case <-i.kill:
-				p.Kill()
-				log.Warn("instance killed (self-fence)")
-				return
-			}
-		}
-		// Failure path.
-		select {
-		case <-i.kill:
-			p.Kill()
-			return
-		default:
-		}
-		p.Kill()
-		select {
-		case <-i.stop:
-			return
-		default:
-		}
-		log.Warn("instance failed", "reason", reason)
-		if !e.failed(i, reason) {
-			return
-		}
-		if e.cfg.Now().Sub(started) > 10*time.Second {
-			backoff = 0
-		} else {
-			backoff = nextBackoff(backoff)
-		}
+func (e *Executor) report(f api.Failure) {
+	f.Node = e.cfg.Node
+	if e.cfg.Report != nil {
+		e.cfg.Report(f)
 	}
 }
 
@@ -471,74 +470,4 @@ func nextBackoff(b time.Duration) time.Duration {
 	default:
 		return 2 * b
 	}
-}
-
-// failed reports a failure and tells whether to restart in place.
-func (e *Executor) failed(i *inst, reason string) bool {
-	onFail := i.res.OnFail
-	restart := onFail == "" || onFail == spec.OnFailRestart || onFail == spec.OnFailIgnore
-	if e.cfg.Report != nil {
-		e.cfg.Report(api.Failure{Node: e.cfg.Node, Resource: i.res.Name, Slot: i.slot, Epoch: e.epochOf(i), Reason: reason, Restarted: restart})
-	}
-	if restart {
-		return true
-	}
-	i.setState(StateFailed)
-	e.signal()
-	select {
-	case <-i.stop:
-	case <-i.kill:
-	}
-	return false
-}
-
-func (e *Executor) stopProc(i *inst, p *process.Proc) {
-	timeout := i.res.Params.StopTimeout.D()
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout+5*time.Second)
-	defer cancel()
-	go func() {
-		select {
-		case <-i.kill:
-			p.Kill()
-		case <-ctx.Done():
-		}
-	}()
-	if err := p.Stop(ctx); err != nil {
-		e.log.Warn("stop", "slot", i.key, "err", err)
-	}
-}
-
-func (e *Executor) start(i *inst) (*process.Proc, error) {
-	if i.res.Class != "process" {
-		return nil, fmt.Errorf("class %q is not supported by this agent", i.res.Class)
-	}
-	env := map[string]string{}
-	for k, v := range i.res.Params.Env {
-		env[k] = v
-	}
-	env["PACELINE_RESOURCE"] = i.res.Name
-	env["PACELINE_SLOT"] = strconv.Itoa(i.slot)
-	env["PACELINE_EPOCH"] = strconv.FormatUint(e.epochOf(i), 10)
-	env["PACELINE_NODE"] = e.cfg.Node
-	env["PACELINE_CLUSTER"] = e.cfg.Cluster
-	var out io.Writer = io.Discard
-	if e.cfg.LogDir != "" {
-		if err := os.MkdirAll(e.cfg.LogDir, 0o755); err == nil {
-			f, err := os.OpenFile(filepath.Join(e.cfg.LogDir, fmt.Sprintf("%s-%d.log", i.res.Name, i.slot)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-			if err == nil {
-				out = f
-				i.closeLog()
-				i.logf = f // closed when this attempt is over (closeLog)
-			}
-		}
-	}
-	cfg := process.Config{Name: i.key, Command: i.res.Params.Command, Env: env, Dir: i.res.Params.Dir,
-		StopTimeout: i.res.Params.StopTimeout.D(), Stdout: out, Stderr: out, Logger: e.log}
-	if h := i.res.Health; h != nil {
-		cfg.Health = &process.Health{HTTP: h.HTTP, TCP: h.TCP, Exec: h.Exec, Interval: h.Interval.D(), Timeout: h.Timeout.D(), Fall: h.Fall}
-	}
-	return process.Start(cfg)
 }

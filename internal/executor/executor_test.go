@@ -382,12 +382,14 @@ func TestClusterMaintenanceLeavesEverything(t *testing.T) {
 
 func TestUnsupportedClassReportsFailure(t *testing.T) {
 	r := newRig(t)
-	bad := spec.Resource{Name: "odd", Class: "ocf:heartbeat:IPaddr2", Mode: spec.ModeClone, Replicas: 1, OnFail: spec.OnFailStop}
+	// No systemd Invoker is configured: the class cannot be driven here.
+	bad := spec.Resource{Name: "odd", Class: "systemd:pl-nothing", Mode: spec.ModeClone, Replicas: 1, OnFail: spec.OnFailStop}
 	r.update(1, item(bad, 0, 1))
 	waitUntil(t, "a failure report", func() bool { return len(r.Failures()) == 1 })
-	if f := r.Failures()[0]; !strings.Contains(f.Reason, "not supported") {
+	if f := r.Failures()[0]; !strings.Contains(f.Reason, "not supported") || f.Hard != "node" || f.Op != "start" {
 		t.Fatalf("failure %+v", f)
 	}
+	never(t, "reported again", func() bool { return len(r.Failures()) > 1 })
 }
 
 func TestStopAll(t *testing.T) {
