@@ -52,6 +52,7 @@ func commands() []command {
 		{name: "spec", summary: "spec get | diff -f FILE | history | rollback VERSION", run: cmdSpec},
 		{name: "node", summary: "node list | standby | unstandby | maintenance | unmaintenance | remove NODE", run: cmdNode},
 		{name: "resource", summary: "resource cleanup NAME [--node NODE]", run: cmdResource},
+		{name: "import-cib", summary: "convert a Pacemaker CIB into a spec: import-cib cib.xml [-o spec.yaml] [--cluster-name NAME]", run: cmdImportCIB},
 		{name: "events", summary: "show the event log [--follow]", run: cmdEvents},
 		{name: "tls", summary: "create and rotate the cluster CA and certificates", run: cmdTLS},
 		{name: "lab", summary: "network-namespace lab of N hosts (root): up | kill | pause | partition | heal | down ...", run: cmdLab},
