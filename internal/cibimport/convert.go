@@ -379,6 +379,8 @@ func (c *converter) nodeNames() {
 			for _, p := range set.Pairs {
 				k := p.Name
 				switch {
+				case (norm(k) == "standby" || norm(k) == "maintenance") && !cib.IsTrue(p.Value):
+					// off is the default: nothing to carry over
 				case norm(k) == "standby" || norm(k) == "maintenance":
 					c.add(Item{Category: CatNodeState, Element: "nvpair", ID: pick(p.ID, set.ID), What: "node " + un + " " + k + "=" + p.Value,
 						Why: "node standby and maintenance are node state, not spec: run `paceline node standby|maintenance " + name + "` after the import", Placement: cib.IsTrue(p.Value)})
