@@ -75,7 +75,14 @@ func startBus(t testing.TB) *testBus {
 func (b *testBus) start() {
 	b.t.Helper()
 	b.stderr = &syncBuffer{}
-	cmd := exec.Command("/usr/bin/dbus-daemon", "--config-file="+b.conf, "--nofork", "--nopidfile", "--nosyslog", "--print-address")
+	daemon, err := exec.LookPath("dbus-daemon")
+	if err != nil {
+		daemon = "/usr/bin/dbus-daemon"
+	}
+	if _, err := os.Stat(daemon); err != nil {
+		b.t.Fatalf("these tests need a real dbus-daemon (Debian package dbus-daemon): %v", err)
+	}
+	cmd := exec.Command(daemon, "--config-file="+b.conf, "--nofork", "--nopidfile", "--nosyslog", "--print-address")
 	cmd.Stderr = b.stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := cmd.StdoutPipe()
