@@ -162,26 +162,32 @@ func suggest(name string, candidates []string) string {
 }
 
 func editDistance(a, b string) int {
+	// Optimal string alignment: insertions, deletions, substitutions and
+	// transpositions of neighbours (the typo "wbe" is one step from "web").
 	if len(a) > 64 || len(b) > 64 {
 		return 1 << 30
 	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
 	}
 	for i := 1; i <= len(a); i++ {
-		cur[0] = i
 		for j := 1; j <= len(b); j++ {
 			cost := 1
 			if a[i-1] == b[j-1] {
 				cost = 0
 			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
 	}
-	return prev[len(b)]
+	return d[len(a)][len(b)]
 }
 
 func unknownResource(s *state.State, name string) error {
@@ -397,13 +403,13 @@ func (a *Agent) Resource(ctx context.Context, name string) (*api.ResourceDetail,
 			}
 		}
 		var b strings.Builder
+		enc := yaml.NewEncoder(&b)
+		enc.SetIndent(2)
 		for _, x := range defs {
-			y, e := yaml.Marshal(x)
-			if e == nil {
-				b.Write(y)
-			}
+			_ = enc.Encode(x)
 		}
-		det.YAML = b.String()
+		_ = enc.Close()
+		det.YAML = strings.ReplaceAll(b.String(), "---\n", "")
 		names := map[string]bool{name: true}
 		for _, m := range mem {
 			names[m] = true

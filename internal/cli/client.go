@@ -124,6 +124,7 @@ func renderStatus(w io.Writer, st *api.Status) {
 			fmt.Fprintf(w, "      cannot place %s\n", u)
 		}
 	}
+	renderOperatorConstraints(w, st.Constraints)
 	if len(st.Events) > 0 {
 		fmt.Fprintln(w, "\nRecent events:")
 		for _, ev := range st.Events {
@@ -217,6 +218,9 @@ func cmdApply(e *env, args []string) int {
 		for _, p := range res.Plan {
 			fmt.Fprintln(e.stdout, "  "+p)
 		}
+	}
+	if *dry {
+		printTransition(e.stdout, res.Transition, "")
 	}
 	if *dry {
 		fmt.Fprintf(e.stdout, "dry run: nothing changed (current version %d)\n", res.Version)
@@ -374,31 +378,6 @@ func cmdNode(e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "unknown node subcommand %q (list | standby | unstandby | maintenance | unmaintenance | remove)\n", sub)
 		return ExitUsage
 	}
-	return ExitOK
-}
-
-func cmdResource(e *env, args []string) int {
-	if len(args) == 0 || args[0] != "cleanup" {
-		fmt.Fprintln(e.stderr, "usage: paceline resource cleanup NAME [--node NODE]")
-		return ExitUsage
-	}
-	var node *string
-	cmd, code := startClient(e, "resource cleanup", "resource cleanup NAME [--node NODE]", args[1:], func(fs *flag.FlagSet) {
-		node = fs.String("node", "", "only this node's fail count")
-	})
-	if code != ExitOK {
-		return code
-	}
-	defer cmd.stop()
-	pos := cmd.pos
-	if len(pos) != 1 {
-		fmt.Fprintln(e.stderr, "usage: paceline resource cleanup NAME [--node NODE]")
-		return ExitUsage
-	}
-	if err := cmd.c.Cleanup(cmd.ctx, pos[0], *node); err != nil {
-		return fail(e, err)
-	}
-	fmt.Fprintf(e.stdout, "fail counts of %s cleared\n", pos[0])
 	return ExitOK
 }
 
