@@ -14,6 +14,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/paceline/paceline/internal/agents"
+	"github.com/paceline/paceline/internal/agents/systemd"
 	"log/slog"
 	"net"
 	"net/http"
@@ -199,7 +201,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.table = lease.NewTable(a.lp)
 	a.holder = lease.NewHolder(a.lp)
 	a.exec = executor.New(executor.Config{Node: cfg.NodeName, Holder: a.holder, LogDir: filepath.Join(cfg.DataDir, "logs"),
-		Logger: a.log.With("sub", "executor"), Report: a.queueFailure, Cluster: cfg.ClusterName})
+		Logger: a.log.With("sub", "executor"), Report: a.queueFailure, Cluster: cfg.ClusterName,
+		Systemd: func(class string) (agents.Invoker, error) {
+			return systemd.New(strings.TrimPrefix(class, "systemd:"), systemd.Options{})
+		}})
 
 	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.Ports.API)))
 	if err != nil {
