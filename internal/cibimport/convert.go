@@ -215,9 +215,11 @@ func (c *converter) cluster(opt Options) {
 			c.property(set.ID, p, k, &stick, &stickSet)
 		}
 	}
-	if v, ok := c.rscDefault("resource-stickiness"); ok {
+	if v, ok := c.rscDefault("resource-stickiness"); ok && !strings.EqualFold(v.Value, "default") {
 		if n, err := scoreInt(v.Value); err == nil {
 			stick, stickSet = n, true
+		} else {
+			c.add(Item{Category: CatProperty, Element: "nvpair", ID: v.ID, What: "rsc_defaults resource-stickiness=" + v.Value, Why: err.Error(), Placement: true})
 		}
 	}
 	_ = stickSet

@@ -510,7 +510,9 @@ func (c *converter) metaToResource(res *spec.Resource, r, clone *cib.Resource, m
 		res.Maintenance = true
 	}
 	if v, ok := mc.get("resource-stickiness"); ok && !strings.EqualFold(v.value, "default") {
-		if n, err := scoreInt(v.value); err == nil {
+		if v.owner == "rsc_defaults" {
+			// cluster.stickiness carries it
+		} else if n, err := scoreInt(v.value); err == nil {
 			res.Stickiness = ptr(n)
 		} else {
 			badv(v, "resource-stickiness", err.Error(), true)
