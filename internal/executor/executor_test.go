@@ -62,13 +62,18 @@ type rig struct {
 	failures []api.Failure
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t *testing.T, configure ...func(*Config)) *rig {
 	r := &rig{t: t, holder: lease.NewHolder(lp), dir: t.TempDir()}
-	r.e = New(Config{Node: "n1", Cluster: "c1", Holder: r.holder, LogDir: filepath.Join(r.dir, "logs"), Report: func(f api.Failure) {
-		r.mu.Lock()
-		r.failures = append(r.failures, f)
-		r.mu.Unlock()
-	}})
+	cfg := Config{Node: "n1", Cluster: "c1", Holder: r.holder, LogDir: filepath.Join(r.dir, "logs"), RscTmp: filepath.Join(r.dir, "rsctmp"),
+		Report: func(f api.Failure) {
+			r.mu.Lock()
+			r.failures = append(r.failures, f)
+			r.mu.Unlock()
+		}}
+	for _, c := range configure {
+		c(&cfg)
+	}
+	r.e = New(cfg)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), patience)
 		defer cancel()

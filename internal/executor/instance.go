@@ -864,8 +864,12 @@ func (e *Executor) unmanagedStep(i *inst, l *life, s snapshot) bool {
 		op = driver.Resolve(&def, agents.Monitor, role, 0, l.md)
 		op.Interval = 0
 	}
+	interval := op.Interval
+	if interval <= 0 {
+		interval = driver.DefaultMonitorInterval
+	}
 	if !l.probed {
-		op.Interval = 0
+		op.Interval = 0 // the first look is a probe
 	}
 	r := e.act(i, l, op)
 	if i.takeFenceCut() {
@@ -873,10 +877,6 @@ func (e *Executor) unmanagedStep(i *inst, l *life, s snapshot) bool {
 	}
 	l.probed = true
 	l.hasMonitor = ok
-	interval := op.Interval
-	if interval <= 0 {
-		interval = driver.DefaultMonitorInterval
-	}
 	l.nextCheck = e.cfg.Now().Add(interval)
 	switch r.Status {
 	case agents.StatusSuccess, agents.StatusDegraded:
