@@ -550,7 +550,10 @@ func TestLSBThroughExecutor(t *testing.T) {
 	// The daemon dies: the monitor notices, it is restarted.
 	_ = killPid(pid)
 	waitUntil(t, "a failure", func() bool { return len(r.Failures()) >= 1 })
-	waitUntil(t, "a new daemon", func() bool { p := pidIn(t, filepath.Join(work, "plsleeper.pid")); return p != 0 && p != pid && r.state("sleeper:0") == StateRunning })
+	waitUntil(t, "a new daemon", func() bool {
+		p := pidIn(t, filepath.Join(work, "plsleeper.pid"))
+		return p != 0 && p != pid && r.state("sleeper:0") == StateRunning
+	})
 	r.update(2)
 	waitUntil(t, "stopped", func() bool { _, err := os.Stat(filepath.Join(work, "plsleeper.pid")); return os.IsNotExist(err) })
 }
