@@ -119,6 +119,9 @@ func New(t testing.TB, opts Options) *Cluster {
 		cfg.BindAddr = ip
 		cfg.Ports = config.Ports{API: ports[0], Raft: ports[1], Gossip: ports[2], Coarse: ports[3]}
 		cfg.DataDir = filepath.Join(dir, name)
+		// Each in-process node keeps its own OCF agent state, as separate
+		// machines would.
+		cfg.Agents.RscTmp = filepath.Join(cfg.DataDir, "rsctmp")
 		cfg.BootstrapExpect = opts.N
 		cfg.JoinToken = c.Token
 		cfg.Lease.Duration, cfg.Lease.Margin = time.Second, 100*time.Millisecond

@@ -44,6 +44,20 @@ type Config struct {
 	Lease         Lease  `yaml:"lease"`
 	Raft          Raft   `yaml:"raft"`
 	LogLevel      string `yaml:"logLevel"`
+	// Agents overrides where script-class agents live (Debian's layout by default).
+	Agents Agents `yaml:"agents"`
+}
+
+// Agents locates resource agents and their runtime directory.
+type Agents struct {
+	// OCFRoot holds resource.d/PROVIDER/TYPE (default /usr/lib/ocf).
+	OCFRoot string `yaml:"ocfRoot"`
+	// RscTmp is HA_RSCTMP, where OCF agents keep state (default
+	// /run/resource-agents). Agents sharing a machine (tests, demos) need
+	// one each.
+	RscTmp string `yaml:"rscTmp"`
+	// LSBDir holds init scripts (default /etc/init.d).
+	LSBDir string `yaml:"lsbDir"`
 }
 
 // Ports are the agent's listening ports.

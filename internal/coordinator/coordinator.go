@@ -520,9 +520,14 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 			soon(t.ExpiresAt(cur.Node)) // silent holder: wait for its lease to end
 		case !may(scheduler.OpStart, k, want):
 			// Waits for another action (an order or group).
-		case !excl:
+		case !excl && !foundOn(in.Active, resName, want):
 			plan.Set = append(plan.Set, newAssign)
 			plan.Events = append(plan.Events, state.Event{Type: "resource-start", Node: want, Resource: resName, Message: fmt.Sprintf("start %s on %s", k, want)})
+		case foundOn(in.Active, resName, want):
+			// A probe found it running there: assign it where it runs
+			// (the node adopts it; nothing starts).
+			plan.Set = append(plan.Set, newAssign)
+			plan.Events = append(plan.Events, state.Event{Type: "resource-adopt", Node: want, Resource: resName, Message: fmt.Sprintf("%s found running on %s by a probe: adopted there", k, want)})
 		default:
 			if blocker, until := c.exclusiveBlocker(k, want, resName, slot, nodes, now); blocker != "" {
 				if !until.IsZero() {
@@ -607,6 +612,16 @@ func (c *Coordinator) unprobed(probes []probeDef, res string, gone func(string) 
 		}
 	}
 	return ""
+}
+
+// foundOn reports whether a probe found res running on node.
+func foundOn(active []scheduler.Instance, res, node string) bool {
+	for _, a := range active {
+		if a.Resource == res && a.Node == node {
+			return true
+		}
+	}
+	return false
 }
 
 func resourceOfKey(k string) string {
