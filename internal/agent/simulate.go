@@ -17,50 +17,12 @@ import (
 	"github.com/paceline/paceline/internal/state"
 )
 
-// schedulerInput builds the scheduler's input from the replicated state,
-// for the spec sp (the current one, or one being previewed), at now
-// (operator constraints expired at now are left out). apply --dry-run,
-// simulate and the operator commands' previews all use it.
+// schedulerInput is the one scheduler input builder the leader's
+// coordinator also uses (scheduler.FromState): sp (the current spec, or one
+// being previewed) against the replicated state at now. apply --dry-run,
+// simulate and the operator commands' previews all go through it.
 func schedulerInput(s *state.State, sp *spec.Spec, now time.Time) scheduler.Input {
-	in := scheduler.Input{Current: map[string]string{}, Roles: map[string]string{}, Blocked: map[string]bool{}, FailCount: s.FailCount,
-		Extra: s.OperatorLocations(now)}
-	if sp != nil {
-		in.Spec = sp.WithDefaults()
-	}
-	declared := map[string]spec.NodeSpec{}
-	if in.Spec != nil {
-		for _, n := range in.Spec.Nodes {
-			declared[n.Name] = n
-		}
-	}
-	for _, name := range s.NodeNames() {
-		n := s.Nodes[name]
-		sn := scheduler.Node{Name: n.Name, Online: n.Online, Standby: n.Standby, Maintenance: n.Maintenance, Labels: n.Labels}
-		if d, ok := declared[name]; ok {
-			// The spec's node attributes win over the agent's labels.
-			if len(d.Attributes) > 0 {
-				sn.Labels = map[string]string{}
-				for k, v := range n.Labels {
-					sn.Labels[k] = v
-				}
-				for k, v := range d.Attributes {
-					sn.Labels[k] = v
-				}
-			}
-			sn.Capacity = d.Capacity
-		}
-		in.Nodes = append(in.Nodes, sn)
-	}
-	for r := range s.Blocked {
-		in.Blocked[r] = true
-	}
-	for k, as := range s.Assignments {
-		in.Current[k] = as.Node
-		if as.Role != "" {
-			in.Roles[k] = as.Role
-		}
-	}
-	return in
+	return scheduler.FromState(s, sp, now)
 }
 
 // plan runs the scheduler, turning a panic (the scheduler is a pure

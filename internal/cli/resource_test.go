@@ -252,6 +252,11 @@ func TestResourceCommands(t *testing.T) {
 
 	t.Run("move without node bans the current node", func(t *testing.T) {
 		o := o.sub(t)
+		// Earlier moves take effect: wait until web has settled.
+		o.c.Wait("web placed and running", func() bool {
+			d := o.show("web")
+			return len(d.Instances) == 1 && d.Instances[0].State == "running"
+		})
 		d := o.show("web")
 		if len(d.Instances) != 1 {
 			t.Fatalf("web instances %+v", d.Instances)
@@ -304,6 +309,7 @@ func TestResourceCommands(t *testing.T) {
 
 	t.Run("restart", func(t *testing.T) {
 		o := o.sub(t)
+		o.waitRunning("web", "", true)
 		out := o.ok("resource", "restart", "web")
 		contains(t, "restart", out, "restart of web requested", "restart generation 1")
 		if g := o.show("web").Generation; g != 1 {
@@ -325,6 +331,10 @@ func TestResourceCommands(t *testing.T) {
 
 	t.Run("simulate", func(t *testing.T) {
 		o := o.sub(t)
+		o.c.Wait("web placed and running", func() bool {
+			d := o.show("web")
+			return len(d.Instances) == 1 && d.Instances[0].State == "running"
+		})
 		out := o.ok("simulate")
 		contains(t, "simulate", out, "Simulation from the cluster state", "Placement:", "web", "worker:0")
 		where := o.show("web").Instances[0].Node
@@ -403,14 +413,10 @@ func TestResourceGroupCommands(t *testing.T) {
 }
 
 // TestMoveLifetimeExpires: a move with a lifetime takes effect and its
-// constraint then disappears by itself (nothing left behind). It needs the
-// leader's coordinator to pass state.OperatorLocations to the scheduler and
-// to propose state.ExpireConstraintsCommand(state.ExpiredConstraints(now)).
+// constraint then disappears by itself (nothing left behind): the leader's
+// coordinator plans with the operator constraints in force and proposes
+// the removal of expired ones.
 func TestMoveLifetimeExpires(t *testing.T) {
-	src, _ := os.ReadFile(filepath.Join("..", "coordinator", "coordinator.go"))
-	if !bytes.Contains(src, []byte("OperatorLocations(")) || !bytes.Contains(src, []byte("ExpiredConstraints(")) {
-		t.Skip("the coordinator does not yet pass state.OperatorLocations(now) to scheduler.Input.Extra and propose state.ExpireConstraintsCommand(state.ExpiredConstraints(now)); expiry is tested at the state level (internal/state TestConstraintExpiry)")
-	}
 	o := newOpCluster(t)
 	holder := o.waitRunning("web", "", true)
 	dest := "n1"
