@@ -75,6 +75,9 @@ func historyState(lr cib.LRMResource, ignoreMonitorFailures bool) rscState {
 		case "5": // not installed
 			rc = 5
 		}
+		if o.Operation == "monitor" && o.Interval != "" && o.Interval != "0" && ignoreMonitorFailures && rc != 0 && rc != 8 && !pending && o.OpStatus != "5" {
+			continue // on-fail=ignore: the failure changes nothing
+		}
 		if o.Operation != "stop" {
 			switch rc {
 			case 2, 3, 4, 5:
@@ -229,30 +232,36 @@ func buildInput(m *cib.Model, s *spec.Spec, rep *Report) statusInput {
 						}
 					case strings.HasPrefix(p.Name, "fail-count-"):
 						id := strings.TrimPrefix(p.Name, "fail-count-")
+						opKey := ""
 						if i := strings.IndexByte(id, '#'); i >= 0 {
-							id = id[:i]
+							id, opKey = id[:i], id[i+1:]
 						}
 						id, _ = baseID(id)
-						if sn, ok := rep.Resources[id]; ok {
+						if sn, ok := rep.Resources[id]; ok && !ignoredFailure(res[sn], opKey) {
 							v, err := scoreInt(p.Value)
 							if err == nil {
 								k := [2]string{sn, name}
 								fails[k] = min(int(spec.Infinity), fails[k]+v)
 							}
 						}
-					case strings.HasPrefix(p.Name, "master-"):
-						id, _ := baseID(strings.TrimPrefix(p.Name, "master-"))
-						if sn, ok := rep.Resources[id]; ok {
-							if v, err := scoreInt(p.Value); err == nil {
-								promo[[2]string{sn, name}] = v
-							}
-						}
-						node.Labels[p.Name] = p.Value
 					case strings.HasPrefix(p.Name, "last-failure-"), p.Name == "probe_complete", p.Name == "terminate":
 					default:
-						if _, ok := node.Labels[p.Name]; !ok {
-							node.Labels[p.Name] = p.Value
-						}
+						node.Labels[p.Name] = p.Value // status values win over configured ones
+					}
+				}
+			}
+		}
+		// Promotion scores are node attributes (permanent or transient).
+		for k, v := range node.Labels {
+			if !strings.HasPrefix(k, "master-") {
+				continue
+			}
+			id, _ := baseID(strings.TrimPrefix(k, "master-"))
+			if sn, ok := rep.Resources[id]; ok {
+				if n, err := scoreInt(v); err == nil {
+					pk := [2]string{sn, name}
+					if old, seen := promo[pk]; !seen || n > old {
+						promo[pk] = n // instance scores: the best one on the node
 					}
 				}
 			}
@@ -399,4 +408,27 @@ func buildInput(m *cib.Model, s *spec.Spec, rep *Report) statusInput {
 		}
 	}
 	return statusInput{in: in, current: cur}
+}
+
+// ignoredFailure reports a fail count of an operation configured with
+// on-fail=ignore ("monitor_10000"), which Pacemaker does not count.
+func ignoredFailure(r *spec.Resource, opKey string) bool {
+	if r == nil || opKey == "" {
+		return false
+	}
+	i := strings.LastIndexByte(opKey, '_')
+	if i < 0 {
+		return false
+	}
+	name := opKey[:i]
+	ms, err := strconv.Atoi(opKey[i+1:])
+	if err != nil {
+		return false
+	}
+	for _, o := range r.Operations {
+		if o.Name == name && o.Interval.D().Milliseconds() == int64(ms) && o.OnFail == spec.OnFailIgnore {
+			return true
+		}
+	}
+	return false
 }

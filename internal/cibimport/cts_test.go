@@ -400,7 +400,17 @@ func TestCTSCase(t *testing.T) {
 		for _, n := range si.in.Nodes {
 			t.Logf("node %+v", n)
 		}
-		t.Logf("current %v roles %v active %+v", si.in.Current, si.in.Roles, si.in.Active)
+		t.Logf("current %v roles %v active %+v resources %v", si.in.Current, si.in.Roles, si.in.Active, rep.Resources)
+		for _, r := range si.in.Spec.Resources {
+			for _, n := range si.in.Nodes {
+				if v, ok := si.in.PromotionScore(r.Name, n.Name); ok {
+					t.Logf("promotion score %s on %s: %d", r.Name, n.Name, v)
+				}
+				if v := si.in.FailCount(r.Name, n.Name); v > 0 {
+					t.Logf("fail count %s on %s: %d", r.Name, n.Name, v)
+				}
+			}
+		}
 		out, tr := scheduler.Plan(si.in)
 		t.Logf("desired %v roles %v unplaced %v", out.Desired, out.Roles, out.Unplaced)
 		for _, a := range tr.Actions {
