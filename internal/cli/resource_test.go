@@ -17,12 +17,15 @@ import (
 // opCluster is an in-process 3-node cluster with a spec applied, and a way
 // to run the paceline command line against it.
 type opCluster struct {
-	t    *testing.T
-	c    *clustertest.Cluster
-	addr string
-	tok  string
+	t      *testing.T
+	c      *clustertest.Cluster
+	addr   string
+	tok    string
+	spec   string
+	starts string // web's start log
 }
 
+// opSpec is the test spec; web appends a line to STARTS each time it starts.
 const opSpec = `apiVersion: paceline/v1
 cluster:
   name: ct
@@ -30,7 +33,7 @@ resources:
   - name: web
     class: process
     params:
-      command: [sleep, "3600"]
+      command: [sh, -c, 'echo "$PACELINE_NODE" >> STARTS; exec sleep 3600']
   - name: db
     class: process
     params:
@@ -63,8 +66,9 @@ func newOpCluster(t *testing.T) *opCluster {
 	for _, n := range c.Nodes {
 		addrs = append(addrs, n.APIAddr())
 	}
-	oc := &opCluster{t: t, c: c, addr: strings.Join(addrs, ","), tok: c.OperatorToken()}
-	c.Apply(opSpec, "initial")
+	oc := &opCluster{t: t, c: c, addr: strings.Join(addrs, ","), tok: c.OperatorToken(), starts: filepath.Join(t.TempDir(), "web-starts")}
+	oc.spec = strings.ReplaceAll(opSpec, "STARTS", oc.starts)
+	c.Apply(oc.spec, "initial")
 	oc.waitRunning("web", "", true)
 	oc.waitRunning("db", "", true)
 	return oc
@@ -134,6 +138,12 @@ func (o *opCluster) waitRunning(res, node string, want bool) string {
 		return !want && where == ""
 	})
 	return where
+}
+
+// webStarts counts web's starts so far.
+func (o *opCluster) webStarts() int {
+	b, _ := os.ReadFile(o.starts)
+	return strings.Count(string(b), "\n")
 }
 
 // sub returns the helper bound to a subtest.
@@ -310,8 +320,12 @@ func TestResourceCommands(t *testing.T) {
 	t.Run("restart", func(t *testing.T) {
 		o := o.sub(t)
 		o.waitRunning("web", "", true)
+		o.c.Wait("web's start logged", func() bool { return o.webStarts() > 0 })
+		before := o.webStarts()
 		out := o.ok("resource", "restart", "web")
 		contains(t, "restart", out, "restart of web requested", "restart generation 1")
+		o.c.Wait("web to start again after the restart", func() bool { return o.webStarts() > before })
+		o.waitRunning("web", "", true)
 		if g := o.show("web").Generation; g != 1 {
 			t.Fatalf("generation %d", g)
 		}
@@ -369,7 +383,7 @@ func TestResourceCommands(t *testing.T) {
 		// A spec without worker: the simulation stops its instances, the
 		// cluster keeps running them.
 		f := filepath.Join(t.TempDir(), "spec.yaml")
-		if err := os.WriteFile(f, []byte(strings.Split(opSpec, "  - name: worker")[0]), 0o644); err != nil {
+		if err := os.WriteFile(f, []byte(strings.Split(o.spec, "  - name: worker")[0]), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		out = o.ok("simulate", "--spec", f)
