@@ -2,6 +2,7 @@ package cibimport
 
 import (
 	"sort"
+	"time"
 	"strconv"
 	"strings"
 
@@ -48,7 +49,7 @@ func callID(o cib.LRMOp) int {
 // historyState replays an lrm_resource's operations in call order, as
 // Pacemaker's unpacking does in essence: the last start/stop/promote/
 // demote/monitor result decides whether it runs and in which role.
-func historyState(lr cib.LRMResource, ignoreMonitorFailures bool) rscState {
+func historyState(lr cib.LRMResource, ignoreMonitorFailures bool, failureTimeout time.Duration) rscState {
 	ops := append([]cib.LRMOp(nil), lr.Ops...)
 	sort.SliceStable(ops, func(i, j int) bool {
 		ci, cj := callID(ops[i]), callID(ops[j])
@@ -74,6 +75,9 @@ func historyState(lr cib.LRMResource, ignoreMonitorFailures bool) rscState {
 			rc = 1
 		case "5": // not installed
 			rc = 5
+		}
+		if expired(o.Attrs["last-rc-change"], failureTimeout) && rc != 0 && rc != 7 && rc != 8 && !pending {
+			continue // failure-timeout has passed: Pacemaker forgets the failure
 		}
 		if o.Operation == "monitor" && o.Interval != "" && o.Interval != "0" && ignoreMonitorFailures && rc != 0 && rc != 8 && !pending && o.OpStatus != "5" {
 			continue // on-fail=ignore: the failure changes nothing
@@ -113,7 +117,9 @@ func historyState(lr cib.LRMResource, ignoreMonitorFailures bool) rscState {
 			if pending || rc == 0 {
 				st.promoted = false
 			} else {
-				st.failed = true
+				// A failed demote leaves it promoted and, without
+				// fencing, blocked where it is (like a failed stop).
+				st.failed, st.stopFailed = true, true
 			}
 		case "migrate_to":
 			if rc == 0 {
@@ -237,7 +243,7 @@ func buildInput(m *cib.Model, s *spec.Spec, rep *Report) statusInput {
 							id, opKey = id[:i], id[i+1:]
 						}
 						id, _ = baseID(id)
-						if sn, ok := rep.Resources[id]; ok && !ignoredFailure(res[sn], opKey) {
+						if sn, ok := rep.Resources[id]; ok && !ignoredFailure(res[sn], opKey) && !expiredCount(st.Transient, res[sn], p.Name) {
 							v, err := scoreInt(p.Value)
 							if err == nil {
 								k := [2]string{sn, name}
@@ -307,7 +313,11 @@ func buildInput(m *cib.Model, s *spec.Spec, rep *Report) statusInput {
 					}
 				}
 			}
-			hs := historyState(lr, ignore)
+			var ft time.Duration
+			if r := res[sn]; r != nil {
+				ft = r.FailureTimeout.D()
+			}
+			hs := historyState(lr, ignore, ft)
 			if hs.hard {
 				fails[[2]string{sn, node}] = int(spec.Infinity)
 			}
@@ -431,4 +441,28 @@ func ignoredFailure(r *spec.Resource, opKey string) bool {
 		}
 	}
 	return false
+}
+
+// expired reports a failure older than failureTimeout (0: never expires).
+// crm_simulate judges expiry against the current time; the corpus'
+// failures are years old, so the comparison is stable.
+func expired(lastChange string, failureTimeout time.Duration) bool {
+	if failureTimeout <= 0 || lastChange == "" {
+		return false
+	}
+	t, err := strconv.ParseInt(lastChange, 10, 64)
+	if err != nil {
+		return false
+	}
+	return time.Unix(t, 0).Add(failureTimeout).Before(time.Now())
+}
+
+// expiredCount reports a fail-count attribute whose last-failure time is
+// older than the resource's failure-timeout.
+func expiredCount(sets cib.NVSets, r *spec.Resource, failCountName string) bool {
+	if r == nil || r.FailureTimeout <= 0 {
+		return false
+	}
+	last, ok := sets.Get("last-failure-" + strings.TrimPrefix(failCountName, "fail-count-"))
+	return ok && expired(last, r.FailureTimeout.D())
 }

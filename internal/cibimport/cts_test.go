@@ -394,7 +394,7 @@ func TestCTSCase(t *testing.T) {
 		si := buildInput(m, sp, &rep)
 		for _, st := range m.NodeStates {
 			for _, lr := range st.LRM {
-				t.Logf("history %s %s: %+v", st.Uname, lr.ID, historyState(lr, false))
+				t.Logf("history %s %s: %+v", st.Uname, lr.ID, historyState(lr, false, 0))
 			}
 		}
 		for _, n := range si.in.Nodes {
