@@ -2,9 +2,9 @@ package cibimport
 
 import (
 	"sort"
-	"time"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/paceline/paceline/internal/cib"
 	"github.com/paceline/paceline/internal/scheduler"
