@@ -68,18 +68,23 @@ func historyState(lr cib.LRMResource, ignoreMonitorFailures bool, failureTimeout
 	for _, o := range ops {
 		rc, _ := strconv.Atoi(o.RCCode)
 		pending := o.OpStatus == "-1" || o.CallID == "-1"
+		// Execution status: 1 cancelled, 2 timed out, 5 hard error,
+		// 6 fatal error, 7 agent not installed (Pacemaker's enum).
 		switch o.OpStatus {
-		case "1": // cancelled
+		case "1":
 			continue
-		case "2": // timed out
+		case "2":
 			rc = 1
-		case "5": // not installed
+		case "5", "7":
 			rc = 5
+		case "6":
+			rc = 6
 		}
+		forced := o.OpStatus == "5" || o.OpStatus == "6" || o.OpStatus == "7"
 		if expired(o.Attrs["last-rc-change"], failureTimeout) && rc != 0 && rc != 7 && rc != 8 && !pending {
 			continue // failure-timeout has passed: Pacemaker forgets the failure
 		}
-		if o.Operation == "monitor" && o.Interval != "" && o.Interval != "0" && ignoreMonitorFailures && rc != 0 && rc != 8 && !pending && o.OpStatus != "5" {
+		if o.Operation == "monitor" && o.Interval != "" && o.Interval != "0" && ignoreMonitorFailures && rc != 0 && rc != 8 && !pending && !forced {
 			continue // on-fail=ignore: the failure changes nothing
 		}
 		if o.Operation != "stop" {
@@ -305,6 +310,12 @@ func buildInput(m *cib.Model, s *spec.Spec, rep *Report) statusInput {
 			if !ok {
 				continue
 			}
+			if agentChanged(m, id, lr) {
+				// Pacemaker discards the history (and fail counts) of a
+				// resource whose agent changed since.
+				delete(fails, [2]string{sn, node})
+				continue
+			}
 			ignore := false
 			if r := res[sn]; r != nil {
 				for _, o := range r.Operations {
@@ -465,4 +476,20 @@ func expiredCount(sets cib.NVSets, r *spec.Resource, failCountName string) bool 
 	}
 	last, ok := sets.Get("last-failure-" + strings.TrimPrefix(failCountName, "fail-count-"))
 	return ok && expired(last, r.FailureTimeout.D())
+}
+
+// agentChanged reports an lrm_resource recorded with another agent than
+// the configured primitive.
+func agentChanged(m *cib.Model, id string, lr cib.LRMResource) bool {
+	r := m.Resource(id)
+	if r == nil {
+		return false
+	}
+	if r.Kind != cib.KindPrimitive && len(r.Children) > 0 {
+		r = r.Children[0]
+	}
+	if r.Kind != cib.KindPrimitive || lr.Type == "" {
+		return false
+	}
+	return !strings.EqualFold(r.Class, lr.Class) || r.Type != lr.Type || !strings.EqualFold(r.Provider, lr.Provider)
 }
