@@ -141,15 +141,15 @@ func (a *Agent) ApplySpec(ctx context.Context, doc []byte, dryRun bool, comment,
 	}
 	res := &api.ApplyResult{DryRun: dryRun}
 	var cur *spec.Spec
-	var perr error
 	a.fsm.Read(func(s *state.State) {
 		cur = s.Spec
 		res.Version = s.SpecVersion
-		res.Plan, res.Transition, perr = preview(s, sp, time.Now())
 	})
-	if perr != nil {
-		return nil, perr
+	p, _, err := a.preview(sp, time.Now())
+	if err != nil {
+		return nil, err
 	}
+	res.Plan, res.Transition = planLines(p.in, p.out), toAPIActions(p.tr)
 	for _, c := range spec.Diff(orEmpty(cur), sp) {
 		res.Changes = append(res.Changes, c.String())
 	}

@@ -75,15 +75,67 @@ func planLines(in scheduler.Input, out scheduler.Output) []string {
 	return lines
 }
 
-// preview plans sp against the state at now and returns the plan lines and
-// the transition.
-func preview(s *state.State, sp *spec.Spec, now time.Time) ([]string, []api.TransitionAction, error) {
-	in := schedulerInput(s, sp, now)
-	out, tr, err := plan(in)
-	if err != nil {
-		return nil, nil, err
+// previewed is a plan of the current state for a spec.
+type previewed struct {
+	in  scheduler.Input
+	out scheduler.Output
+	tr  scheduler.Transition
+}
+
+// preview plans sp (nil: the current spec) against the FSM's state at now.
+// The input is built under the FSM's read lock; the scheduler runs outside.
+// ok is false when there is no spec.
+func (a *Agent) preview(sp *spec.Spec, now time.Time) (p previewed, ok bool, err error) {
+	a.fsm.Read(func(s *state.State) {
+		if sp == nil {
+			sp = s.Spec
+		}
+		if sp != nil {
+			p.in, ok = schedulerInput(s, sp, now), true
+		}
+	})
+	if !ok {
+		return p, false, nil
 	}
-	return planLines(in, out), toAPIActions(tr), nil
+	p.out, p.tr, err = plan(p.in)
+	return p, err == nil, err
+}
+
+// placedOn returns the nodes the plan places any of the resources on.
+func (p previewed) placedOn(resources []string) []string {
+	want := map[string]bool{}
+	for _, r := range resources {
+		want[r] = true
+	}
+	seen := map[string]bool{}
+	var out []string
+	for k, n := range p.out.Desired {
+		r := p.out.Resource[k]
+		if r == "" {
+			r, _ = splitSlot(k)
+		}
+		if want[r] && !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// unplaced returns the plan's explanations for slots of the resources it
+// cannot place.
+func (p previewed) unplaced(resources []string) []string {
+	var out []string
+	for _, u := range p.out.Unplaced {
+		for _, r := range resources {
+			if strings.HasPrefix(u, r+":") {
+				out = append(out, u)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // toAPIConstraint converts an operator constraint, with the time left at now.
@@ -625,6 +677,9 @@ func (a *Agent) constrain(ctx context.Context, kind, name string, req api.Constr
 			where = f.promoted
 		}
 		switch {
+		case req.Promoted && len(where) == 0:
+			return nil, fmt.Errorf("%w: %s is not promoted anywhere, so there is no node to %s the promoted role away from; name a node: `paceline resource %s %s NODE --promoted`",
+				errs.ErrConflict, name, verb, verb, name)
 		case clone && !(req.Promoted && len(where) == 1):
 			return nil, fmt.Errorf("%w: %s is a %s with instances on %s: a %s without a node does not say which instance to move. "+
 				"Name a node: `paceline resource ban %s NODE` keeps it off NODE, `paceline resource move %s NODE` prefers NODE%s",
@@ -639,6 +694,7 @@ func (a *Agent) constrain(ctx context.Context, kind, name string, req api.Constr
 		res.Warnings = append(res.Warnings, fmt.Sprintf("no node given: banning %s from %s, where it runs now", name, where[0]))
 	}
 	// What the operator may not expect.
+	banWarned := false
 	if oc.Kind == state.KindMove {
 		if !f.available[oc.Node] {
 			res.Warnings = append(res.Warnings, fmt.Sprintf("%s is not available (offline, standby or in maintenance): %s runs elsewhere until it is", oc.Node, name))
@@ -662,6 +718,7 @@ func (a *Agent) constrain(ctx context.Context, kind, name string, req api.Constr
 				}
 			}
 		}
+		banWarned = len(left) == 0 || len(usable) == 0
 		switch {
 		case len(left) == 0:
 			res.Warnings = append(res.Warnings, fmt.Sprintf("%s is now banned from every node (%s): it cannot run anywhere until you run `paceline resource clear %s`",
@@ -673,8 +730,7 @@ func (a *Agent) constrain(ctx context.Context, kind, name string, req api.Constr
 	}
 	var before []state.OperatorConstraint
 	a.fsm.Read(func(s *state.State) { before = s.ConstraintsFor(name, time.Time{}) })
-	r, err := a.Propose(ctx, &state.Command{Type: state.CmdConstraintAdd, Time: now, Author: author, Operator: &state.OperatorArgs{Constraint: oc}})
-	if err != nil {
+	if _, err := a.Propose(ctx, &state.Command{Type: state.CmdConstraintAdd, Time: now, Author: author, Operator: &state.OperatorArgs{Constraint: oc}}); err != nil {
 		return nil, err
 	}
 	id := state.ConstraintID(oc.Kind, oc.Resource, oc.Node)
@@ -693,15 +749,43 @@ func (a *Agent) constrain(ctx context.Context, kind, name string, req api.Constr
 			}
 		}
 		res.Active = toAPIConstraints(s.ConstraintsFor(name, now), now)
-		if s.Spec != nil {
-			_, tr, perr := preview(s, s.Spec, now)
-			if perr == nil {
-				res.Transition = tr
+	})
+	if p, ok, _ := a.preview(nil, now); ok {
+		res.Transition = toAPIActions(p.tr)
+		res.Warnings = append(res.Warnings, planWarnings(p, name, f.members, oc, banWarned, f.available[oc.Node])...)
+	}
+	return res, nil
+}
+
+// planWarnings explains, from the scheduler's plan after the change, what
+// the new constraint does not achieve.
+func planWarnings(p previewed, name string, members []string, oc *state.OperatorConstraint, banWarned, destAvailable bool) []string {
+	var w []string
+	if un := p.unplaced(members); len(un) > 0 && !banWarned {
+		w = append(w, fmt.Sprintf("the scheduler cannot place %s now: %s", name, strings.Join(un, "; ")))
+	}
+	if p.in.Spec != nil && p.in.Spec.Cluster.Maintenance {
+		w = append(w, "the cluster is in maintenance mode: nothing is started or stopped until it ends")
+	}
+	on := p.placedOn(members[:1])
+	if oc.Kind == state.KindMove && oc.Role == "" && destAvailable && len(on) > 0 {
+		found := false
+		for _, n := range on {
+			found = found || n == oc.Node
+		}
+		if !found {
+			w = append(w, fmt.Sprintf("even so, the scheduler places %s on %s, not on %s: something else rules %s out (a ban, a -INFINITY location or colocation, nodes/nodeLabels, its fail count there); `paceline resource show %s` and `paceline simulate` show what",
+				name, strings.Join(on, ", "), oc.Node, oc.Node, name))
+		}
+	}
+	if oc.Kind == state.KindBan && oc.Role == "" {
+		for _, n := range on {
+			if n == oc.Node {
+				w = append(w, fmt.Sprintf("even so, the scheduler keeps %s on %s (the cluster or %s is in maintenance, or %s is unmanaged)", name, n, n, name))
 			}
 		}
-	})
-	_ = r
-	return res, nil
+	}
+	return w
 }
 
 func orNone(nodes []string) string {
@@ -756,14 +840,10 @@ func (a *Agent) Clear(ctx context.Context, name, node, author string) (*api.Cons
 		return nil, err
 	}
 	res.Removed = toAPIConstraints(match, now)
-	a.fsm.Read(func(s *state.State) {
-		res.Active = toAPIConstraints(s.ConstraintsFor(name, now), now)
-		if s.Spec != nil {
-			if _, tr, perr := preview(s, s.Spec, now); perr == nil {
-				res.Transition = tr
-			}
-		}
-	})
+	a.fsm.Read(func(s *state.State) { res.Active = toAPIConstraints(s.ConstraintsFor(name, now), now) })
+	if p, ok, _ := a.preview(nil, now); ok {
+		res.Transition = toAPIActions(p.tr)
+	}
 	return res, nil
 }
 
@@ -846,15 +926,14 @@ func (a *Agent) SetResource(ctx context.Context, name, action, author string) (*
 		}
 		cur = s.Spec
 		next, changed = state.ResourceSetSpec(s.Spec, mem, op)
-		if !changed {
-			return
-		}
-		if _, tr, perr := preview(s, next, now); perr == nil {
-			res.Transition = tr
-		}
 	})
 	if err != nil {
 		return nil, err
+	}
+	if changed {
+		if p, ok, _ := a.preview(next, now); ok {
+			res.Transition = toAPIActions(p.tr)
+		}
 	}
 	if !changed || sameSettings(cur, next) {
 		res.Message = fmt.Sprintf("%s is already %s; nothing changed", name, done)

@@ -36,6 +36,7 @@ resources:
       command: [sh, -c, 'echo "$PACELINE_NODE" >> STARTS; exec sleep 3600']
   - name: db
     class: process
+    nodes: [n1, n2]
     params:
       command: [sleep, "3600"]
   - name: worker
@@ -258,6 +259,17 @@ func TestResourceCommands(t *testing.T) {
 		if st := o.status(); len(st.Constraints) != 0 {
 			t.Fatalf("left behind: %+v", st.Constraints)
 		}
+	})
+
+	t.Run("a move the spec rules out warns", func(t *testing.T) {
+		o := o.sub(t)
+		code, out, errs := o.run("resource", "move", "db", "n3")
+		if code != 0 {
+			t.Fatalf("move db n3: %d %s %s", code, out, errs)
+		}
+		contains(t, "move db n3", out, "added cli-prefer-db: db +INFINITY on n3")
+		contains(t, "move db n3", errs, "warning: even so, the scheduler places db on n", "not on n3", "nodes/nodeLabels")
+		o.ok("resource", "clear", "db")
 	})
 
 	t.Run("move without node bans the current node", func(t *testing.T) {
