@@ -3,6 +3,7 @@ package spec
 import (
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -18,9 +19,12 @@ const (
 // paths that differ (for Kind changed), e.g. "params.command", "replicas",
 // or "cluster.noQuorumPolicy" for the cluster section.
 type Change struct {
-	Kind     string   `json:"kind"`
-	Resource string   `json:"resource,omitempty"`
-	Fields   []string `json:"fields,omitempty"`
+	Kind     string `json:"kind"`
+	Resource string `json:"resource,omitempty"`
+	// Section is nodes, groups or constraints for a change there (Fields
+	// then name the entries, e.g. "order[1]", "db-stack").
+	Section string   `json:"section,omitempty"`
+	Fields  []string `json:"fields,omitempty"`
 }
 
 // String renders the change for a CLI: "~ resource keystone: params.command,
@@ -29,6 +33,9 @@ func (c Change) String() string {
 	sign := map[string]string{ChangeAdded: "+", ChangeRemoved: "-", ChangeChanged: "~"}[c.Kind]
 	if sign == "" {
 		sign = "?"
+	}
+	if c.Section != "" {
+		return sign + " " + c.Section + ": " + strings.Join(c.Fields, ", ")
 	}
 	if c.Resource == "" {
 		fields := make([]string, len(c.Fields))
@@ -65,6 +72,7 @@ func Diff(old, new *Spec) []Change {
 	if fields := diffFields(top(old), top(new)); len(fields) > 0 {
 		changes = append(changes, Change{Kind: ChangeChanged, Fields: fields})
 	}
+	changes = append(changes, sectionChanges(old, new)...)
 	oldByName, newByName := byName(old), byName(new)
 	var names []string
 	for n := range oldByName {
@@ -175,4 +183,67 @@ func hasSection(m map[string]string, q string) bool {
 		}
 	}
 	return false
+}
+
+// sectionChanges reports changes to nodes, groups and constraints: named
+// entries (nodes, groups) by name, constraint lists by kind and position.
+func sectionChanges(old, new *Spec) []Change {
+	var out []Change
+	named := func(section string, a, b map[string]any) {
+		var fields []string
+		for k, av := range a {
+			if bv, ok := b[k]; !ok || !sameJSON(av, bv) {
+				fields = append(fields, k)
+			}
+		}
+		for k := range b {
+			if _, ok := a[k]; !ok {
+				fields = append(fields, k)
+			}
+		}
+		if len(fields) > 0 {
+			slices.Sort(fields)
+			out = append(out, Change{Kind: ChangeChanged, Section: section, Fields: fields})
+		}
+	}
+	nodes := func(s *Spec) map[string]any {
+		m := map[string]any{}
+		for _, n := range s.Nodes {
+			m[n.Name] = n
+		}
+		return m
+	}
+	groups := func(s *Spec) map[string]any {
+		m := map[string]any{}
+		for _, g := range s.Groups {
+			m[g.Name] = g
+		}
+		return m
+	}
+	cons := func(s *Spec) map[string]any {
+		m := map[string]any{}
+		if s.Constraints == nil {
+			return m
+		}
+		for i, x := range s.Constraints.Location {
+			m["location["+strconv.Itoa(i)+"]"] = x
+		}
+		for i, x := range s.Constraints.Colocation {
+			m["colocation["+strconv.Itoa(i)+"]"] = x
+		}
+		for i, x := range s.Constraints.Order {
+			m["order["+strconv.Itoa(i)+"]"] = x
+		}
+		return m
+	}
+	named("nodes", nodes(old), nodes(new))
+	named("groups", groups(old), groups(new))
+	named("constraints", cons(old), cons(new))
+	return out
+}
+
+func sameJSON(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
 }

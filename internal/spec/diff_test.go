@@ -82,3 +82,22 @@ func TestDiffStructure(t *testing.T) {
 		t.Errorf("Diff to nil: %v", removed)
 	}
 }
+
+func TestDiffSections(t *testing.T) {
+	old := &Spec{APIVersion: APIVersion, Cluster: Cluster{Name: "c"}, Resources: []Resource{{Name: "a", Class: "process"}, {Name: "b", Class: "process"}}}
+	nw := old.Clone()
+	nw.Groups = []Group{{Name: "g", Members: []string{"a", "b"}}}
+	nw.Constraints = &Constraints{Order: []Order{{First: "a", Then: "b"}}}
+	nw.Nodes = []NodeSpec{{Name: "n1", Attributes: map[string]string{"rack": "a"}}}
+	var got []string
+	for _, c := range Diff(old, nw) {
+		got = append(got, c.String())
+	}
+	want := []string{"~ nodes: n1", "~ groups: g", "~ constraints: order[0]"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	if d := Diff(nw, nw.Clone()); len(d) != 0 {
+		t.Fatalf("no change expected: %v", d)
+	}
+}
