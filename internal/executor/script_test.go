@@ -1,15 +1,18 @@
 package executor
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/paceline/paceline/api"
+	"github.com/paceline/paceline/internal/agents"
 	"github.com/paceline/paceline/internal/spec"
 )
 
@@ -572,4 +575,62 @@ func killPid(pid int) error {
 		return nil
 	}
 	return syscall.Kill(pid, syscall.SIGKILL)
+}
+
+// fakeUnit is an agents.Invoker standing in for a systemd unit.
+type fakeUnit struct {
+	mu      sync.Mutex
+	running bool
+	calls   []string
+}
+
+func (u *fakeUnit) Run(_ context.Context, a agents.Action, _ agents.Instance, _ time.Duration) agents.Result {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.calls = append(u.calls, string(a))
+	ok := agents.Result{Code: 0, Status: agents.StatusSuccess}
+	switch a {
+	case agents.Start:
+		u.running = true
+	case agents.Stop:
+		u.running = false
+	case agents.Monitor:
+		if !u.running {
+			return agents.Result{Code: 7, Status: agents.StatusNotRunning}
+		}
+	case agents.MetaData:
+		ok.Stdout = `<resource-agent name="u"><version>1.0</version><actions><action name="monitor" interval="60s" timeout="100s"/></actions></resource-agent>`
+	}
+	return ok
+}
+
+func (u *fakeUnit) count(a string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	n := 0
+	for _, c := range u.calls {
+		if c == a {
+			n++
+		}
+	}
+	return n
+}
+
+// The systemd class runs through the Invoker the agent configures.
+func TestSystemdClassThroughInvoker(t *testing.T) {
+	u := &fakeUnit{}
+	var asked string
+	r := newRig(t, func(c *Config) {
+		c.Systemd = func(class string) (agents.Invoker, error) { asked = class; return u, nil }
+	})
+	res := spec.Resource{Name: "svc", Class: "systemd:plsvc", Mode: spec.ModeClone, Replicas: 1,
+		Operations: []spec.Operation{{Name: "monitor", Interval: spec.Duration(30 * time.Millisecond)}}}
+	r.update(1, item(res, 0, 1))
+	waitUntil(t, "running", r.stateIs("svc", 0, StateRunning))
+	waitUntil(t, "monitored", func() bool { return u.count("monitor") >= 2 })
+	if asked != "systemd:plsvc" || u.count("validate-all") != 1 || u.count("start") != 1 {
+		t.Fatalf("class %q calls %v", asked, u.calls)
+	}
+	r.update(2)
+	waitUntil(t, "stopped", func() bool { return u.count("stop") == 1 && len(r.e.Active()) == 0 })
 }
