@@ -103,8 +103,10 @@ bootstrapExpect: %d
 joinTokenFile: %s
 tls: {ca: %s, cert: %s, key: %s}
 logLevel: %s
+agents: {rscTmp: %s}
 %s`, h.Name, ClusterName, h.Addr, DataDir(l, h), strings.Join(join, ", "), expect, filepath.Join(l.StateDir(), "join.token"),
-		filepath.Join(dir, "ca.crt"), filepath.Join(dir, h.Name+".crt"), filepath.Join(dir, h.Name+".key"), level, lease)
+		filepath.Join(dir, "ca.crt"), filepath.Join(dir, h.Name+".crt"), filepath.Join(dir, h.Name+".key"), level,
+		filepath.Join(DataDir(l, h), "rsctmp"), lease)
 	path := filepath.Join(l.StateDir(), h.Name, "agent.yaml")
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
