@@ -90,4 +90,3 @@ func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) {
 	}
 	t.Fatalf("timed out after %s waiting for %s", timeout, what)
 }
-
