@@ -362,7 +362,7 @@ func TestConvertNothing(t *testing.T) {
 
 func TestParseInterval(t *testing.T) {
 	for in, want := range map[string]time.Duration{"10": 10 * time.Second, "10s": 10 * time.Second, "90000ms": 90 * time.Second,
-		"2min": 2 * time.Minute, "1h": time.Hour, "PT1M30S": 90 * time.Second, "P1D": 24 * time.Hour, " 5m ": 5 * time.Minute} {
+		"2min": 2 * time.Minute, "1h": time.Hour, "PT1M30S": 90 * time.Second, "P1D": 24 * time.Hour, "P10S": 10 * time.Second, " 5m ": 5 * time.Minute} {
 		got, err := parseInterval(in)
 		if err != nil || got.D() != want {
 			t.Errorf("parseInterval(%q) = %v, %v; want %v", in, got, err, want)

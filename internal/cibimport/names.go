@@ -176,6 +176,9 @@ func parseInterval(v string) (spec.Duration, error) {
 var isoRE = regexp.MustCompile(`^p(?:(\d+)y)?(?:(\d+)m)?(?:(\d+)w)?(?:(\d+)d)?(?:t(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?)?$`)
 
 func parseISODuration(s string) (spec.Duration, error) {
+	if !strings.Contains(s, "t") && strings.ContainsAny(s, "hs") {
+		s = "pt" + s[1:] // Pacemaker also reads "P10S" as ten seconds
+	}
 	m := isoRE.FindStringSubmatch(s)
 	if m == nil || s == "p" || s == "pt" {
 		return 0, fmt.Errorf("%q is not an ISO 8601 duration", s)
