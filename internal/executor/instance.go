@@ -575,8 +575,12 @@ func (e *Executor) promote(i *inst, l *life, s snapshot) {
 
 // demote demotes a promoted instance; reason "" is an ordinary demotion.
 func (e *Executor) demote(i *inst, l *life, s snapshot, reason string) bool {
-	e.notifySelf(i, l, "pre", "demote")
 	op := driver.Resolve(&l.def, agents.Demote, "", 0, l.md)
+	if reason == reasonLeaseLost {
+		op = driver.FenceOp(&l.def, agents.Demote) // the bound the leader knows (driver.FenceWait)
+	} else {
+		e.notifySelf(i, l, "pre", "demote")
+	}
 	r := e.act(i, l, op)
 	if r.Status == agents.StatusSuccess {
 		l.role = ""
@@ -594,6 +598,8 @@ func (e *Executor) demote(i *inst, l *life, s snapshot, reason string) bool {
 	return false
 }
 
+const reasonLeaseLost = "hold lease lost"
+
 // fenceDemote demotes at once because the lease was lost; if demote fails,
 // the instance is stopped.
 func (e *Executor) fenceDemote(i *inst, l *life) {
@@ -607,11 +613,11 @@ func (e *Executor) fenceDemote(i *inst, l *life) {
 	if s.want == nil {
 		s.want = &api.NodeAssignment{}
 	}
-	if e.demote(i, l, s, "hold lease lost") {
+	if e.demote(i, l, s, reasonLeaseLost) {
 		return
 	}
 	e.log.Error("demote after the lease loss failed: stopping", "slot", i.key)
-	if !e.stopInst(i, l, "hold lease lost and demote failed") {
+	if !e.fenceStop(i, l) {
 		e.report(api.Failure{Resource: i.name, Slot: i.slot, Epoch: s.epoch, Op: string(agents.Stop), OnFail: spec.OnFailBlock,
 			Reason: "hold lease lost: neither demote nor stop succeeded; the instance may still be promoted"})
 	}
@@ -630,8 +636,8 @@ func (e *Executor) killPath(i *inst, l *life) {
 		return
 	}
 	i.setState(StateStopping)
-	op := driver.Resolve(&l.def, agents.Stop, "", 0, l.md)
-	r := l.d.Run(context.Background(), op) // bounded by its timeout
+	op := driver.FenceOp(&l.def, agents.Stop) // the bound the leader knows (driver.FenceWait)
+	r := l.d.Run(context.Background(), op)
 	if r.Status == agents.StatusSuccess {
 		e.log.Warn("instance stopped (self-fence)", "slot", i.key)
 		l.running = false
@@ -640,6 +646,19 @@ func (e *Executor) killPath(i *inst, l *life) {
 	e.log.Error("stop at self-fence failed: the resource may still run here", "slot", i.key, "reason", describe(r))
 	e.report(api.Failure{Resource: i.name, Slot: i.slot, Epoch: e.epochOf(i), Op: string(agents.Stop), OnFail: op.OnFail,
 		Reason: "stop at self-fence failed: " + describe(r)})
+}
+
+// fenceStop stops the instance with the fence bound (lease lost).
+func (e *Executor) fenceStop(i *inst, l *life) bool {
+	i.setState(StateStopping)
+	r := l.d.Run(context.Background(), driver.FenceOp(&l.def, agents.Stop))
+	if r.Status != agents.StatusSuccess {
+		return false
+	}
+	l.running, l.role = false, ""
+	i.set(func(i *inst) { i.role, i.promoting, i.busy, i.state = "", false, false, stateStopped })
+	e.signal()
+	return true
 }
 
 // stopInst stops a running instance (demoting first if promoted) and

@@ -219,3 +219,19 @@ func TestScriptEnvironment(t *testing.T) {
 		t.Fatalf("stop answering 7: %+v", r)
 	}
 }
+
+func TestFenceWait(t *testing.T) {
+	proc := withDefaults(spec.Resource{Name: "p", Class: spec.ClassProcess, Params: spec.Params{Command: []string{"x"}}})
+	if d := FenceWait(&proc); d != 0 {
+		t.Errorf("process: %v", d)
+	}
+	vip := withDefaults(spec.Resource{Name: "v", Class: "ocf:heartbeat:IPaddr2",
+		Operations: []spec.Operation{{Name: "stop", Timeout: spec.Duration(7 * time.Second)}}})
+	if d := FenceWait(&vip); d != 7*time.Second {
+		t.Errorf("single: %v", d)
+	}
+	db := withDefaults(spec.Resource{Name: "db", Class: "ocf:pacemaker:Stateful", Mode: spec.ModePromotable})
+	if d := FenceWait(&db); d != 2*spec.DefaultOpTimeout.D() {
+		t.Errorf("promotable: %v", d)
+	}
+}

@@ -156,3 +156,27 @@ func Monitor(res *spec.Resource, role string, md *ocf.Metadata) (Op, bool) {
 	}
 	return Resolve(res, agents.Monitor, role, interval, md), true
 }
+
+// FenceWait bounds how long after its hold lease ran out a node may still
+// be ending an instance of res (docs/safety.md, "Script classes"): the
+// process class is SIGKILLed at once (0); a script class runs its stop,
+// and a promoted instance its demote and, if that fails, its stop — each
+// bounded by the timeout the spec sets or spec.DefaultOpTimeout (never the
+// agent's advertised timeout, which the leader does not know: the
+// executor uses the same bounds when it self-fences, see FenceOp).
+func FenceWait(res *spec.Resource) time.Duration {
+	if res.Info().Kind == spec.ClassProcess {
+		return 0
+	}
+	d := FenceOp(res, agents.Stop).Timeout
+	if res.Mode == spec.ModePromotable {
+		d += FenceOp(res, agents.Demote).Timeout
+	}
+	return d
+}
+
+// FenceOp is the stop or demote run when the lease runs out: its timeout
+// comes from the spec or spec.DefaultOpTimeout only.
+func FenceOp(res *spec.Resource, action agents.Action) Op {
+	return Resolve(res, action, "", 0, nil)
+}
