@@ -45,7 +45,8 @@ func (a Action) String() string {
 type Transition struct {
 	Actions []Action
 	// Blocked explains starts left out because a mandatory order cannot be
-	// satisfied (the first resource will not run).
+	// satisfied (the first resource will not run); each starts with the
+	// slot key ("web:0: start on n2 not done: ...").
 	Blocked []string
 }
 
@@ -337,7 +338,7 @@ func (b *builder) finish() Transition {
 	keep := map[int]bool{}
 	for i := range b.acts {
 		if why, ok := b.drop[i]; ok {
-			t.Blocked = append(t.Blocked, fmt.Sprintf("%s %s on %s not done: %s", b.acts[i].Op, b.acts[i].Slot, b.acts[i].Node, why))
+			t.Blocked = append(t.Blocked, fmt.Sprintf("%s: %s on %s not done: %s", b.acts[i].Slot, b.acts[i].Op, b.acts[i].Node, why))
 			continue
 		}
 		keep[i] = true
