@@ -940,7 +940,8 @@ func (a *Agent) SetResource(ctx context.Context, name, action, author string) (*
 		return res, nil
 	}
 	comment := fmt.Sprintf("paceline resource %s %s", action, name)
-	r, err := a.Propose(ctx, &state.Command{Type: state.CmdResourceSet, Time: now, Author: author, Comment: comment, Resource: name, Operator: &op})
+	ev := state.Event{Type: "resource-" + action, Resource: name, Message: fmt.Sprintf("%s %s (by %s)", name, done, author)}
+	r, err := a.Propose(ctx, &state.Command{Type: state.CmdResourceSet, Time: now, Author: author, Comment: comment, Resource: name, Operator: &op, Events: []state.Event{ev}})
 	if err != nil {
 		return nil, err
 	}

@@ -298,6 +298,7 @@ func TestResourceCommands(t *testing.T) {
 		out := o.ok("resource", "disable", "web")
 		contains(t, "disable", out, "web disabled (spec version", "paceline resource disable web", "targetRole")
 		contains(t, "history", o.ok("spec", "history"), "paceline resource disable web", "operator@")
+		contains(t, "show events", o.ok("resource", "show", "web"), "resource-disable", "web disabled (by operator@")
 		o.waitRunning("web", "", false)
 		contains(t, "disable again", o.ok("resource", "disable", "web"), "web is already disabled; nothing changed")
 		contains(t, "list", o.ok("resource", "list"), "stopped")
