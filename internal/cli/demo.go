@@ -113,8 +113,10 @@ join: [%s]
 bootstrapExpect: 3
 joinTokenFile: %s
 tls: {ca: %s, cert: %s, key: %s}
+agents: {rscTmp: %s}
 `, name, p, p+1, p+2, p+3, filepath.Join(*dir, name), strings.Join(apis, ", "), tokFile,
-			filepath.Join(tdir, "ca.crt"), filepath.Join(tdir, name+".crt"), filepath.Join(tdir, name+".key"))
+			filepath.Join(tdir, "ca.crt"), filepath.Join(tdir, name+".crt"), filepath.Join(tdir, name+".key"),
+			filepath.Join(*dir, name, "rsctmp"))
 		cfgPath := filepath.Join(*dir, name+".yaml")
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 			return fail(e, err)
