@@ -733,11 +733,13 @@ func (a *Agent) constrain(ctx context.Context, kind, name string, req api.Constr
 	if _, err := a.Propose(ctx, &state.Command{Type: state.CmdConstraintAdd, Time: now, Author: author, Operator: &state.OperatorArgs{Constraint: oc}}); err != nil {
 		return nil, err
 	}
-	id := state.ConstraintID(oc.Kind, oc.Resource, oc.Node)
+	id := ""
 	a.fsm.Read(func(s *state.State) {
-		if c := s.Constraints[id]; c != nil {
-			x := toAPIConstraint(*c, now)
-			res.Added = &x
+		for _, c := range s.ConstraintsFor(name, time.Time{}) {
+			if c.Kind == oc.Kind && c.Node == oc.Node {
+				x := toAPIConstraint(c, now)
+				res.Added, id = &x, c.ID
+			}
 		}
 		after := map[string]bool{}
 		for _, c := range s.ConstraintsFor(name, time.Time{}) {

@@ -248,18 +248,24 @@ func (s *State) applyOperator(idx uint64, c *Command) Result {
 		}
 		n := OperatorConstraint{Kind: oc.Kind, Resource: oc.Resource, Node: oc.Node, Role: oc.Role, Created: c.Time, Expires: oc.Expires, Author: c.Author}
 		n.ID = ConstraintID(n.Kind, n.Resource, n.Node)
+		// Pacemaker's ban names can collide ("a-on-b" on c, "a" on "b-on-c"):
+		// a different resource/node pair gets a suffixed ID instead of
+		// replacing the other ban. (A move's ID names only the resource: a
+		// new move replaces the previous one.)
+		for o := s.Constraints[n.ID]; n.Kind == KindBan && o != nil && (o.Resource != n.Resource || o.Node != n.Node); o = s.Constraints[n.ID] {
+			n.ID += "+"
+		}
 		if s.Constraints == nil {
 			s.Constraints = map[string]*OperatorConstraint{}
 		}
 		// A move to a node lifts a ban from it, and a ban on a node
 		// replaces a move to it: the two never contradict each other.
-		other := ConstraintID(KindBan, n.Resource, n.Node)
-		if n.Kind == KindBan {
-			other = ConstraintID(KindMove, n.Resource, n.Node)
-		}
-		if o := s.Constraints[other]; o != nil && o.Node == n.Node {
-			delete(s.Constraints, other)
-			s.addEvent(idx, c.Time, "constraint-removed", o.Node, o.Resource, fmt.Sprintf("operator constraint %s removed: replaced by %s (by %s)", o.ID, n.ID, by), 0)
+		for _, id := range sortedIDs(s.Constraints) {
+			o := s.Constraints[id]
+			if o.Resource == n.Resource && o.Node == n.Node && o.Kind != n.Kind {
+				delete(s.Constraints, id)
+				s.addEvent(idx, c.Time, "constraint-removed", o.Node, o.Resource, fmt.Sprintf("operator constraint %s removed: replaced by %s (by %s)", o.ID, n.ID, by), 0)
+			}
 		}
 		s.Constraints[n.ID] = &n
 		until := "until cleared"

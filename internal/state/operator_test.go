@@ -99,6 +99,27 @@ func TestMoveAndBanNeverContradict(t *testing.T) {
 	}
 }
 
+func TestBanIDCollision(t *testing.T) {
+	s := New()
+	idx := addNodes(t, s, 0, "c", "b-on-c")
+	idx++
+	apply(t, s, idx, Command{Type: CmdSetSpec, Time: t0, Spec: mkSpec("a-on-b", "a")})
+	idx++
+	apply(t, s, idx, addC(KindBan, "a-on-b", "c", time.Time{}))
+	idx++
+	apply(t, s, idx, addC(KindBan, "a", "b-on-c", time.Time{}))
+	got := s.OperatorConstraints(time.Time{})
+	if len(got) != 2 || got[0].ID != "cli-ban-a-on-b-on-c" || got[1].ID != "cli-ban-a-on-b-on-c+" || got[1].Resource != "a" {
+		t.Fatalf("colliding ban IDs: %+v", got)
+	}
+	// The same ban again replaces its own entry, not the other one.
+	idx++
+	apply(t, s, idx, addC(KindBan, "a", "b-on-c", t0.Add(time.Hour)))
+	if got := s.OperatorConstraints(time.Time{}); len(got) != 2 || got[1].Expires.IsZero() || !got[0].Expires.IsZero() {
+		t.Fatalf("after renewing: %+v", got)
+	}
+}
+
 func TestConstraintAddRejects(t *testing.T) {
 	s, idx := opState(t)
 	reject(t, s, idx+1, Command{Type: CmdConstraintAdd, Time: t0}, "without a constraint")
