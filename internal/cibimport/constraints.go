@@ -487,14 +487,29 @@ func (c *converter) colocations(cons *spec.Constraints) {
 				item("with-rsc="+co.WithRsc, err.why, err.category, true)
 				continue
 			}
-			if len(deps) != 1 || len(prims) != 1 {
-				item("tag or template reference", "colocations naming a tag or template are not supported; name the resources", CatConstraint, true)
-				continue
-			}
 			dr, ok1 := colocRole(co.RscRole)
 			pr, ok2 := colocRole(co.WithRscRole)
 			if !ok1 || !ok2 {
 				item("rsc-role="+co.RscRole+" with-rsc-role="+co.WithRscRole, "not roles a colocation can have", CatConstraint, true)
+				continue
+			}
+			if c.isGroupRef(co.Rsc) || c.isGroupRef(co.WithRsc) {
+				// Pacemaker turns a tag or template into a non-sequential
+				// set (and the other side into a set of one).
+				if overlaps(deps, prims) {
+					item("tag or template reference", "a resource would be colocated with itself", CatConstraint, true)
+					continue
+				}
+				if (dr != "" && !allPromotable(c, deps)) || (pr != "" && !allPromotable(c, prims)) {
+					item("roles", "a role on resources that are not promotable never matches; not converted", CatConstraint, false)
+					continue
+				}
+				cons.Colocation = append(cons.Colocation, spec.Colocation{Score: score, Sets: []spec.Set{
+					{Resources: prims, Sequential: c.tagSequential(co.WithRsc), Role: pr},
+					{Resources: deps, Sequential: c.tagSequential(co.Rsc), Role: dr},
+				}})
+				c.colIDs = append(c.colIDs, co.ID)
+				c.note("rsc_colocation %s: tag or template expanded into resource sets (as Pacemaker does)", co.ID)
 				continue
 			}
 			if deps[0] == prims[0] {
@@ -678,14 +693,37 @@ func (c *converter) orders(cons *spec.Constraints) {
 				item("then="+o.Then, err.why, err.category, true)
 				continue
 			}
-			if len(firsts) != 1 || len(thens) != 1 {
-				item("tag or template reference", "orders naming a tag or template are not supported; name the resources", CatConstraint, true)
-				continue
-			}
 			fa, ok1 := orderAction(o.FirstAction)
 			ta, ok2 := orderAction(o.ThenAction)
 			if !ok1 || !ok2 {
 				item("first-action="+o.FirstAction+" then-action="+o.ThenAction, "actions must be start, stop, promote or demote", CatConstraint, true)
+				continue
+			}
+			if c.isGroupRef(o.First) || c.isGroupRef(o.Then) {
+				// Pacemaker turns a tag or template into a non-sequential
+				// set (and the other side into a set of one).
+				if overlaps(firsts, thens) {
+					item("tag or template reference", "a resource would be ordered after itself", CatConstraint, true)
+					continue
+				}
+				tact := pick(ta, pick(fa, "start"))
+				okAct := true
+				for _, n := range firsts {
+					okAct = okAct && c.actionOK(n, pick(fa, "start"))
+				}
+				for _, n := range thens {
+					okAct = okAct && c.actionOK(n, tact)
+				}
+				if !okAct {
+					item("actions", "promote/demote of a resource that is not promotable never happens; not converted", CatConstraint, true)
+					continue
+				}
+				cons.Order = append(cons.Order, spec.Order{Kind: kind, Symmetrical: sym, Sets: []spec.Set{
+					{Resources: firsts, Sequential: c.tagSequential(o.First), Action: fa},
+					{Resources: thens, Sequential: c.tagSequential(o.Then), Action: tact},
+				}})
+				c.ordIDs = append(c.ordIDs, o.ID)
+				c.note("rsc_order %s: tag or template expanded into resource sets (as Pacemaker does)", o.ID)
 				continue
 			}
 			if firsts[0] == thens[0] {
@@ -932,3 +970,42 @@ func setsString(sets []spec.Set) string {
 }
 
 func sortStrings(s []string) { sort.Strings(s) }
+
+// isGroupRef reports a tag or template id (one that names several resources).
+func (c *converter) isGroupRef(id string) bool {
+	if _, ok := c.rep.Resources[id]; ok {
+		return false
+	}
+	if _, ok := c.m.Tags[id]; ok {
+		return true
+	}
+	_, ok := c.m.Templates[id]
+	return ok
+}
+
+// tagSequential is the sequential flag of the set Pacemaker makes of a
+// constraint side: false for a tag or template, the default otherwise.
+func (c *converter) tagSequential(id string) *bool {
+	if c.isGroupRef(id) {
+		return ptr(false)
+	}
+	return nil
+}
+
+func overlaps(a, b []string) bool {
+	for _, x := range a {
+		if slices.Contains(b, x) {
+			return true
+		}
+	}
+	return false
+}
+
+func allPromotable(c *converter, names []string) bool {
+	for _, n := range names {
+		if !c.promotable(n) {
+			return false
+		}
+	}
+	return true
+}

@@ -432,3 +432,32 @@ Revised Cluster Status:
 		t.Error("bundle replica counted")
 	}
 }
+
+func TestConvertTagsInColocationAndOrder(t *testing.T) {
+	m, err := cib.Parse(strings.NewReader(`<cib><configuration><resources>
+<primitive id="a" class="ocf" provider="p" type="T"/><primitive id="b" class="ocf" provider="p" type="T"/><primitive id="c" class="ocf" provider="p" type="T"/>
+</resources><constraints>
+<rsc_colocation id="co" rsc="t" with-rsc="c" score="INFINITY"/>
+<rsc_order id="or" first="c" then="t" first-action="start"/>
+</constraints><tags><tag id="t"><obj_ref id="a"/><obj_ref id="b"/></tag></tags></configuration></cib>`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, rep := Convert(m)
+	if err := sp.Validate(); err != nil || !rep.Complete() {
+		t.Fatalf("%v\n%s", err, rep.String())
+	}
+	rel := sp.Relations()
+	var got []string
+	for _, c := range rel.Colocations {
+		got = append(got, c.Dep+" with "+c.Primary)
+	}
+	for _, o := range rel.Orders {
+		got = append(got, o.First+" "+o.FirstAction+" then "+o.Then+" "+o.ThenAction)
+	}
+	slices.Sort(got)
+	want := []string{"a with c", "b with c", "c start then a start", "c start then b start"}
+	if !slices.Equal(got, want) {
+		t.Errorf("relations %q, want %q", got, want)
+	}
+}
