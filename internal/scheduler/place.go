@@ -25,6 +25,7 @@ func Place(in Input) Output {
 	}
 	p := newPlanner(in, &out)
 	p.run()
+	sort.Strings(out.Unplaced)
 	return out
 }
 
@@ -196,10 +197,53 @@ func (p *planner) run() {
 	for i := range p.sp.Resources {
 		order = append(order, &p.sp.Resources[i])
 	}
-	sort.SliceStable(order, func(i, j int) bool { return order[i].Priority > order[j].Priority })
+	// Like Pacemaker: higher priority first, then resources that score
+	// best where they run now (those staying put claim their nodes before
+	// the ones that must move choose), then spec order.
+	cur := make(map[string]spec.Score, len(order))
+	for _, r := range order {
+		cur[r.Name] = p.currentScore(r)
+	}
+	sort.SliceStable(order, func(i, j int) bool {
+		if order[i].Priority != order[j].Priority {
+			return order[i].Priority > order[j].Priority
+		}
+		return cur[order[i].Name] > cur[order[j].Name]
+	})
 	for _, r := range order {
 		p.assign(r)
 	}
+}
+
+// currentScore is r's base score plus stickiness on the node its first
+// placed slot runs on now; notAllowed when it runs nowhere.
+func (p *planner) currentScore(r *spec.Resource) spec.Score {
+	for _, s := range p.slots[r.Name] {
+		n, ok := p.current[s.key]
+		if !ok {
+			continue
+		}
+		i, ok := p.idx[n]
+		if !ok {
+			continue
+		}
+		v := p.base(r)[i]
+		if v <= -spec.Infinity {
+			return v
+		}
+		return v.Add(p.stickiness(r))
+	}
+	return notAllowed
+}
+
+func (p *planner) stickiness(r *spec.Resource) spec.Score {
+	switch {
+	case r.Stickiness != nil:
+		return spec.Score(*r.Stickiness)
+	case p.sp.Cluster.Stickiness != nil:
+		return spec.Score(*p.sp.Cluster.Stickiness)
+	}
+	return spec.Score(spec.DefaultStickiness)
 }
 
 // multipleActiveBlocked reports a single resource found active on several
@@ -335,13 +379,7 @@ func (p *planner) weights(r *spec.Resource, withDeps bool, skip string) []spec.S
 		}
 	}
 	// Stickiness on the nodes where it runs now.
-	st := spec.Score(spec.DefaultStickiness)
-	if r.Stickiness != nil {
-		st = spec.Score(*r.Stickiness)
-	} else if p.sp.Cluster.Stickiness != nil {
-		st = spec.Score(*p.sp.Cluster.Stickiness)
-	}
-	if st != 0 {
+	if st := p.stickiness(r); st != 0 {
 		for _, s := range p.slots[r.Name] {
 			if n, ok := p.current[s.key]; ok {
 				if i, ok := p.idx[n]; ok && w[i] > -spec.Infinity {
