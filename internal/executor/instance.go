@@ -184,7 +184,9 @@ type life struct {
 	probed    bool // unmanaged: the first check was made
 
 	hold       bool   // failed; waiting for the leader to act (no monitor, no retry)
-	holdGen    uint64 // a new generation ends the hold
+	holdGen    uint64        // a new generation ends the hold or block
+	holdDef    spec.Resource // a new definition ends the hold
+	valDef     spec.Resource // the definition validate-all last passed
 	blocked    bool   // onFail block: no action at all until the generation changes
 	noPromote  string // after onFail demote: no promotion while the assignment is the same
 	reported   bool   // a failure of the current streak was reported (ignore, unmanaged)
@@ -247,9 +249,10 @@ func (e *Executor) run(i *inst) {
 // unassigned stops the instance (if it should be stopped) and reports
 // whether the goroutine may end.
 func (e *Executor) unassigned(i *inst, l *life, s snapshot) bool {
-	leave := l.blocked || (l.running && (!l.def.IsManaged() || s.maint))
+	// s.def is the last definition assigned (Reconcile keeps it).
+	leave := l.blocked || (l.running && (!s.def.IsManaged() || s.maint))
 	if s.closed {
-		leave = !l.def.IsManaged() && l.running // shutdown stops everything it manages, blocked ones too
+		leave = !s.def.IsManaged() && l.running // shutdown stops everything it manages, blocked ones too
 	}
 	if l.running && !leave {
 		if !e.stopInst(i, l, "no longer assigned here") && !s.closed {
@@ -273,8 +276,24 @@ func (e *Executor) unassigned(i *inst, l *life, s snapshot) bool {
 func (e *Executor) step(i *inst, l *life, s snapshot) bool {
 	def, w := s.def, s.want
 	log := e.log.With("slot", i.key)
-	if (l.blocked || l.hold) && w.Generation == l.holdGen {
+	// Maintenance (cluster or resource): nothing at all.
+	if s.maint || def.Maintenance {
 		return true
+	}
+	if l.blocked || l.hold {
+		// A block ends with a new generation (an operator's restart or
+		// cleanup); a hold also with a new definition (the leader may
+		// leave the slot here after a fix).
+		if w.Generation == l.holdGen && (l.blocked || !restartNeeded(l.holdDef, def)) {
+			return true
+		}
+		log.Info("leaving the failed state", "generation", w.Generation)
+		l.blocked, l.hold, l.reported = false, false, false
+		l.backoff, l.notBefore = 0, time.Time{}
+	}
+	if l.d != nil && !l.running && l.d.Class() != def.Class {
+		l.d.Close()
+		l.d, l.md = nil, nil
 	}
 	if l.d == nil {
 		d, err := e.drivers.New(driver.Target{Res: def, Slot: i.slot, Epoch: s.epoch, CloneMax: len(w.Peers)})
@@ -282,7 +301,7 @@ func (e *Executor) step(i *inst, l *life, s snapshot) bool {
 			log.Error("cannot drive this class", "class", def.Class, "err", err)
 			e.report(api.Failure{Resource: i.name, Slot: i.slot, Epoch: s.epoch, Op: string(agents.Start),
 				OnFail: def.OnFail, Hard: "node", Reason: err.Error()})
-			l.def, l.hold, l.holdGen = def, true, w.Generation
+			l.def, l.hold, l.holdGen, l.holdDef = def, true, w.Generation, def
 			i.setState(StateFailed)
 			return true
 		}
@@ -297,24 +316,11 @@ func (e *Executor) step(i *inst, l *life, s snapshot) bool {
 		if err != nil {
 			e.report(api.Failure{Resource: i.name, Slot: i.slot, Epoch: s.epoch, Op: string(agents.Start),
 				OnFail: def.OnFail, Hard: "node", Reason: "cannot use the agent: " + err.Error()})
-			l.hold, l.holdGen = true, w.Generation
+			l.hold, l.holdGen, l.holdDef = true, w.Generation, def
 			i.setState(StateFailed)
 			return true
 		}
 		l.md = md
-	}
-	// Maintenance (cluster or resource): nothing at all.
-	if s.maint || def.Maintenance {
-		l.def = def
-		return true
-	}
-	if l.blocked || l.hold {
-		log.Info("new generation: leaving the failed state", "generation", w.Generation)
-		l.blocked, l.hold, l.reported = false, false, false
-		l.backoff, l.notBefore = 0, time.Time{}
-		if !l.running {
-			l.def = def
-		}
 	}
 	if !def.IsManaged() {
 		return e.unmanagedStep(i, l, s)
@@ -405,7 +411,7 @@ func (e *Executor) startStep(i *inst, l *life, s snapshot) bool {
 		return true
 	}
 	e.signal()
-	if !l.validated {
+	if !l.validated || restartNeeded(l.valDef, def) {
 		if !e.validate(i, l, s) {
 			return false
 		}
@@ -453,7 +459,7 @@ func (e *Executor) validate(i *inst, l *life, s snapshot) bool {
 		}
 	}
 	if l.md != nil && !l.md.Supports(string(agents.ValidateAll)) && l.kind == spec.KindOCF {
-		l.validated = true
+		l.validated, l.valDef = true, def
 		return true
 	}
 	op := driver.Resolve(&def, agents.ValidateAll, "", 0, l.md)
@@ -462,7 +468,7 @@ func (e *Executor) validate(i *inst, l *life, s snapshot) bool {
 		return false
 	}
 	if r.Status == agents.StatusSuccess {
-		l.validated = true
+		l.validated, l.valDef = true, def
 		return true
 	}
 	if r.Reason != "" {
@@ -783,7 +789,7 @@ func (e *Executor) failure(i *inst, l *life, s snapshot, op driver.Op, r agents.
 	case f.Hard != "":
 		log.Error("failed: no retry here can fix it", "hard", f.Hard, "reason", f.Reason)
 		e.report(f)
-		l.hold, l.holdGen = true, gen
+		l.hold, l.holdGen, l.holdDef = true, gen, l.def
 		if processDead {
 			e.cleanupStop(i, l)
 		}
@@ -816,7 +822,7 @@ func (e *Executor) failure(i *inst, l *life, s snapshot, op driver.Op, r agents.
 	default: // stop, migrate, standby, fence: the leader acts
 		log.Warn("failed: reported, waiting for the leader", "reason", f.Reason)
 		e.report(f)
-		l.hold, l.holdGen = true, gen
+		l.hold, l.holdGen, l.holdDef = true, gen, l.def
 		if processDead {
 			e.cleanupStop(i, l)
 		}
@@ -896,6 +902,7 @@ func (e *Executor) unmanagedStep(i *inst, l *life, s snapshot) bool {
 	}
 	l.probed = true
 	l.hasMonitor = ok
+	l.gen = s.want.Generation // becoming managed is no restart request
 	l.nextCheck = e.cfg.Now().Add(interval)
 	switch r.Status {
 	case agents.StatusSuccess, agents.StatusDegraded:

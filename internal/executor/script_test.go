@@ -526,6 +526,10 @@ func TestUnknownParameterIsExplained(t *testing.T) {
 	if r.count("app", "start") != 0 {
 		t.Fatal("started with an unknown parameter")
 	}
+	// The operator fixes the spec: the same slot starts with the new definition.
+	delete(res.Params.Values, "colour")
+	r.update(2, item(res, 0, 2))
+	waitUntil(t, "started after the fix", func() bool { return r.count("app", "start") == 1 && r.state("app:0") == StateRunning })
 }
 
 func TestBrokenMetadataIsExplained(t *testing.T) {
