@@ -228,6 +228,19 @@ func (p *planner) currentScore(r *spec.Resource) spec.Score {
 			continue
 		}
 		v := p.base(r)[i]
+		// Mandatory colocations count, both ways: a node where what r
+		// must run with cannot run (or where what must run with r cannot)
+		// is no place to stay (Pacemaker merges colocated scores here too).
+		for _, c := range p.colByDep[r.Name] {
+			if pr := p.res[c.Primary]; pr != nil && c.Score >= spec.Infinity && c.PrimaryRole == "" && p.base(pr)[i] <= -spec.Infinity {
+				v = -spec.Infinity
+			}
+		}
+		for _, c := range p.colByPrimary[r.Name] {
+			if d := p.res[c.Dep]; d != nil && c.Score >= spec.Infinity && c.DepRole == "" && d.Exclusive() && p.base(d)[i] <= -spec.Infinity {
+				v = -spec.Infinity
+			}
+		}
 		if v <= -spec.Infinity {
 			return v
 		}
