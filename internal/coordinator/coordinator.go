@@ -539,6 +539,29 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 			plan.Events = append(plan.Events, state.Event{Type: "resource-start", Node: want, Resource: resName, Message: fmt.Sprintf("start %s on %s", k, want)})
 		}
 	}
+	// cluster.batchLimit: at most that many new starts per round; the
+	// rest follow in the next rounds. Recoveries of resources from lost
+	// nodes are never held back.
+	if limit := sp.Cluster.BatchLimit; limit > 0 {
+		var kept []state.Assignment
+		starts := 0
+		for _, a := range plan.Set {
+			cur, has := assign[a.Key()]
+			isStart := !has || cur.Node != a.Node
+			if isStart && !c.isRecovery(a.Key()) {
+				if starts >= limit {
+					continue
+				}
+				starts++
+			}
+			kept = append(kept, a)
+		}
+		if len(kept) < len(plan.Set) {
+			plan.Set = kept
+			plan.Events = filterEvents(plan.Events, kept, plan.Unset)
+			soon(now.Add(50 * time.Millisecond))
+		}
+	}
 	if len(plan.Set) == 0 && len(plan.Unset) == 0 {
 		return next
 	}
@@ -612,6 +635,33 @@ func (c *Coordinator) unprobed(probes []probeDef, res string, gone func(string) 
 		}
 	}
 	return ""
+}
+
+// isRecovery reports whether slot k is being recovered from a lost node.
+func (c *Coordinator) isRecovery(k string) bool {
+	_, ok := c.recoveries[k]
+	return ok
+}
+
+// filterEvents keeps the events of the changes that remain in the plan:
+// those about a kept assignment (resource on its new node) and those about
+// a resource with an unassignment in the plan.
+func filterEvents(evs []state.Event, set []state.Assignment, unset []string) []state.Event {
+	keep := map[string]bool{}
+	for _, a := range set {
+		keep[a.Resource+"@"+a.Node] = true
+	}
+	stopping := map[string]bool{}
+	for _, k := range unset {
+		stopping[resourceOfKey(k)] = true
+	}
+	var out []state.Event
+	for _, e := range evs {
+		if keep[e.Resource+"@"+e.Node] || stopping[e.Resource] {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // foundOn reports whether a probe found res running on node.

@@ -197,3 +197,36 @@ func TestAssignmentsCarryRolesPeersGenerations(t *testing.T) {
 		t.Fatalf("assignments for n1: %+v", as.Items)
 	}
 }
+
+// cluster.batchLimit bounds the starts committed per planning round.
+func TestBatchLimit(t *testing.T) {
+	var rs []spec.Resource
+	for _, n := range []string{"a", "b", "c", "d", "e"} {
+		r := vip()
+		r.Name = n
+		rs = append(rs, r)
+	}
+	x := newHarness(t, rs...)
+	var sp *spec.Spec
+	x.fsm.Read(func(s *state.State) { sp = s.Spec.Clone() })
+	sp.Cluster.BatchLimit = 2
+	if res, _ := x.raft.Propose(context.Background(), &state.Command{Type: state.CmdSetSpec, Spec: sp}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	x.renewAll("n1", "n2")
+	count := func() int {
+		n := 0
+		x.fsm.Read(func(s *state.State) { n = len(s.Assignments) })
+		return n
+	}
+	for i := 0; i < 10 && count() == 0; i++ {
+		x.c.reconcile(context.Background())
+	}
+	if got := count(); got != 2 {
+		t.Fatalf("first round with starts committed %d, want 2 (batchLimit)", got)
+	}
+	x.settle()
+	if got := count(); got != 5 {
+		t.Fatalf("after settling %d assigned, want 5", got)
+	}
+}
