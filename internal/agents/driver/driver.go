@@ -10,9 +10,10 @@
 // class, so the executor maps results to recovery in one place:
 //
 //   - process: start runs the command and waits until its health check
-//     passes (the start timeout); monitor is "the process is alive" (its
-//     health check runs on its own and failures arrive on Failed, as do
-//     exits, the moment they happen); stop is SIGTERM to the process
+//     passes (the start timeout); monitor is "the process is alive and its
+//     health check is not failing" (the check runs on its own, and its
+//     failures arrive on Failed, as do exits, the moment they happen);
+//     stop is SIGTERM to the process
 //     group, SIGKILL after stopTimeout; promote, demote, notify and
 //     reload-agent are not implemented (3);
 //   - ocf, lsb, systemd: the Invoker's actions, with the instance's
@@ -431,8 +432,11 @@ func (d *procDriver) monitor() agents.Result {
 	case <-p.Done():
 		return agents.Result{Code: agents.OCFNotRunning, Status: agents.StatusNotRunning, Reason: "process exited: " + p.ExitStatus()}
 	default:
-		return ok()
 	}
+	if healthy, reason := p.Healthy(); !healthy {
+		return soft("%s", reason)
+	}
+	return ok()
 }
 
 // validate checks that the command is set and can be found.

@@ -235,3 +235,51 @@ func TestFenceWait(t *testing.T) {
 		t.Errorf("promotable: %v", d)
 	}
 }
+
+// The process class's monitor is "alive and its health check not failing".
+func TestProcessMonitorIncludesHealth(t *testing.T) {
+	f := NewFactory(Options{Node: "n1"})
+	ok := filepath.Join(t.TempDir(), "ok")
+	if err := os.WriteFile(ok, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res := withDefaults(spec.Resource{Name: "app", Mode: spec.ModeClone, Class: spec.ClassProcess,
+		Params: spec.Params{Command: []string{"sleep", "1000"}},
+		Health: &spec.Health{Exec: []string{"test", "-e", ok}, Interval: spec.Duration(20 * time.Millisecond)}})
+	d, err := f.New(Target{Res: res})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx := context.Background()
+	if r := d.Run(ctx, Op{Action: agents.Start, Timeout: patience}); r.Status != agents.StatusSuccess {
+		t.Fatalf("start %+v", r)
+	}
+	defer d.Run(ctx, Op{Action: agents.Stop, Timeout: patience})
+	if r := d.Run(ctx, Op{Action: agents.Monitor}); r.Status != agents.StatusSuccess {
+		t.Fatalf("monitor %+v", r)
+	}
+	failed := d.Failed()
+	_ = os.Remove(ok)
+	select {
+	case reason := <-failed:
+		if !strings.Contains(reason, "health check failed") {
+			t.Fatalf("reason %q", reason)
+		}
+	case <-time.After(patience):
+		t.Fatal("health failure not reported")
+	}
+	if r := d.Run(ctx, Op{Action: agents.Monitor}); r.Status != agents.StatusSoftError || !strings.Contains(r.Reason, "health check failed") {
+		t.Fatalf("monitor of an unhealthy process %+v", r)
+	}
+	if err := os.WriteFile(ok, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(patience)
+	for d.Run(ctx, Op{Action: agents.Monitor}).Status != agents.StatusSuccess {
+		if time.Now().After(deadline) {
+			t.Fatal("never healthy again")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -164,6 +164,7 @@ func (p *Proc) healthLoop(ctx context.Context, c *checker) {
 			}
 			healthy = true
 			fails = 0
+			p.setSick("")
 			p.healthyOnce.Do(func() { close(p.healthy) })
 		} else {
 			fails++
@@ -173,6 +174,7 @@ func (p *Proc) healthLoop(ctx context.Context, c *checker) {
 				reason := fmt.Sprintf("health check failed %d consecutive times: %v", fails, err)
 				p.log.Warn("process unhealthy", "reason", reason)
 				healthy = false
+				p.setSick(reason)
 				fails = 0 // report again after another Fall consecutive failures
 				select {
 				case p.unhealthy <- reason:

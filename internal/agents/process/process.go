@@ -95,6 +95,7 @@ type Proc struct {
 
 	mu            sync.Mutex
 	lastHealthErr error
+	sick          string // the last Unhealthy reason until a check passes again
 
 	outputs []*outputStream
 }
@@ -408,6 +409,21 @@ func (p *Proc) WaitHealthy(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("process %q not healthy yet%s: %w", p.name, p.lastHealthSuffix(), ctx.Err())
 	}
+}
+
+// Healthy reports the health verdict now: false, with the reason, from
+// the moment the check reached Fall consecutive failures until a check
+// passes again; true without a health check.
+func (p *Proc) Healthy() (bool, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sick == "", p.sick
+}
+
+func (p *Proc) setSick(reason string) {
+	p.mu.Lock()
+	p.sick = reason
+	p.mu.Unlock()
 }
 
 func (p *Proc) setLastHealthErr(err error) {
