@@ -461,3 +461,43 @@ func TestConvertTagsInColocationAndOrder(t *testing.T) {
 		t.Errorf("relations %q, want %q", got, want)
 	}
 }
+
+func TestSummaryParserOldFormat(t *testing.T) {
+	s := parseSummary(`Current cluster status:
+Online: [ node1 node2 ]
+
+ rsc1	(ocf::heartbeat:apache):	Stopped 
+
+Transition Summary:
+ * Start   rsc1	(node1)
+
+Revised cluster status:
+Online: [ node1 node2 ]
+
+ rsc1	(ocf::heartbeat:apache):	Started node1
+ Master/Slave Set: ms1 [child]
+     Masters: [ node1 ]
+     Slaves: [ node2 ]
+ Clone Set: c1 [x]
+     Started: [ node1 node2 ]
+ Resource Group: g1
+     m1	(ocf::heartbeat:IPaddr):	Started node2
+     m2	(ocf::heartbeat:IPaddr):	Stopped 
+`)
+	if s.fencing || s.remote || len(s.unparsed) > 0 {
+		t.Fatalf("%+v", s)
+	}
+	got := map[string]string{}
+	for id, p := range s.revised {
+		got[id] = placementString(p)
+	}
+	want := map[string]string{"rsc1": "node1:started", "ms1": "node1:promoted node2:unpromoted", "c1": "node1:started node2:started", "m1": "node2:started"}
+	if len(got) != len(want) {
+		t.Errorf("got %v", got)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: got %q want %q", k, got[k], v)
+		}
+	}
+}

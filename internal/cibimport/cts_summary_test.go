@@ -30,12 +30,14 @@ type summary struct {
 
 var (
 	// "* rsc\t(ocf:heartbeat:IPaddr):\t Started node1 (flags)"
-	primLineRE = regexp.MustCompile(`^\*\s+(\S+)(?:\s+\([^)]*\))?\s+\(([^)]*)\):\s+(.*)$`)
+	primLineRE = regexp.MustCompile(`^(?:\*\s+)?(\S+)(?:\s+\([^)]*\))?\s+\(([^)]*)\):\s+(.*)$`)
 	// "* Started: [ n1 n2 ]", "* Stopped (disabled): [ n1 ]", "* Masters: [ n1 ]"
-	listLineRE = regexp.MustCompile(`^\*\s+([A-Za-z]+)(?:\s+\([^)]*\))?:\s+\[(.*)\]\s*$`)
-	cloneRE    = regexp.MustCompile(`^\*\s+(?:Clone Set|Master/Slave Set):\s+(\S+)\s+\[([^\]]*)\]`)
-	groupRE    = regexp.MustCompile(`^\*\s+Resource Group:\s+([^\s:]+(?::\d+)?)`)
-	bundleRE   = regexp.MustCompile(`^\*\s+Container bundle(?: set)?:\s+(\S+)`)
+	listLineRE = regexp.MustCompile(`^(?:\*\s+)?([A-Za-z]+)(?:\s+\([^)]*\))?:\s+\[(.*)\]\s*$`)
+	cloneRE    = regexp.MustCompile(`^(?:\*\s+)?(?:Clone Set|Master/Slave Set):\s+(\S+)\s+\[([^\]]*)\]`)
+	groupRE    = regexp.MustCompile(`^(?:\*\s+)?Resource Group:\s+([^\s:]+(?::\d+)?)`)
+	bundleRE   = regexp.MustCompile(`^(?:\*\s+)?Container bundle(?: set)?:\s+(\S+)`)
+	// Node lines of the old format, which has no "Node List" heading.
+	nodeLineRE = regexp.MustCompile(`^(?:\*\s+)?(?:(?:Online|OFFLINE|RemoteOnline|RemoteOFFLINE|GuestOnline|GuestOFFLINE):|Node \S+:)`)
 	flagsRE    = regexp.MustCompile(`\([^)]*\)`)
 )
 
@@ -43,19 +45,24 @@ func parseSummary(text string) summary {
 	s := summary{revised: map[string]map[string]map[string]int{}}
 	lines := strings.Split(text, "\n")
 	section := ""
+	heading := func(l, h string) bool { return strings.HasPrefix(strings.ToLower(l), strings.ToLower(h)) }
+	oldFormat := true
 	for _, l := range lines {
 		t := strings.TrimSpace(l)
+		if strings.HasPrefix(t, "* Full List of Resources") {
+			oldFormat = false
+		}
 		switch {
-		case strings.HasPrefix(l, "Current cluster status"):
+		case heading(l, "Current cluster status"):
 			section = "current"
 			continue
-		case strings.HasPrefix(l, "Transition Summary"):
+		case heading(l, "Transition Summary"):
 			section = "transition"
 			continue
-		case strings.HasPrefix(l, "Executing Cluster Transition"):
+		case heading(l, "Executing Cluster Transition"):
 			section = "exec"
 			continue
-		case strings.HasPrefix(l, "Revised Cluster Status"):
+		case heading(l, "Revised Cluster Status"):
 			section = "revised"
 			continue
 		}
@@ -68,14 +75,15 @@ func parseSummary(text string) summary {
 		if (section == "current" || section == "revised") && strings.Contains(t, "UNCLEAN") {
 			s.fencing = true
 		}
-		if (section == "current" || section == "revised") && (strings.HasPrefix(t, "* RemoteOnline") || strings.HasPrefix(t, "* GuestOnline") ||
-			strings.HasPrefix(t, "* RemoteOFFLINE") || strings.HasPrefix(t, "* GuestOFFLINE")) {
+		if tt := strings.TrimPrefix(t, "* "); (section == "current" || section == "revised") && (strings.HasPrefix(tt, "RemoteOnline") ||
+			strings.HasPrefix(tt, "GuestOnline") || strings.HasPrefix(tt, "RemoteOFFLINE") || strings.HasPrefix(tt, "GuestOFFLINE")) {
 			s.remote = true
 		}
 	}
-	// The resources of "Revised Cluster Status".
+	// The resources of "Revised Cluster Status". The old format has no
+	// "Full List of Resources" heading: resources follow the node lines.
 	in := false
-	inRes := false
+	inRes := oldFormat
 	type ctx struct {
 		indent int
 		kind   string // clone, group, bundle
@@ -83,7 +91,7 @@ func parseSummary(text string) summary {
 	}
 	var stack []ctx
 	for _, l := range lines {
-		if strings.HasPrefix(l, "Revised Cluster Status") {
+		if heading(l, "Revised Cluster Status") {
 			in = true
 			continue
 		}
@@ -94,8 +102,11 @@ func parseSummary(text string) summary {
 		if t == "" {
 			continue
 		}
-		if !strings.HasPrefix(l, " ") { // a trailer line after the status
-			break
+		if oldFormat && nodeLineRE.MatchString(t) {
+			continue // node lines, at the top of the old format
+		}
+		if !strings.HasPrefix(l, " ") {
+			break // a trailer line after the status
 		}
 		indent := len(l) - len(strings.TrimLeft(l, " \t"))
 		if strings.HasPrefix(t, "* Full List of Resources") {
