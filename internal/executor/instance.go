@@ -727,6 +727,15 @@ func (e *Executor) monitor(i *inst, l *life, s snapshot) {
 			r.Reason = "not running"
 		}
 		r.Status = agents.StatusSoftError // a failure here, whatever its code
+	case agents.StatusFailedPromoted:
+		// Failed, and promoted: recovery demotes it first (demote, stop, start).
+		if l.role != spec.RolePromoted {
+			l.role = spec.RolePromoted
+			i.set(func(i *inst) { i.role, i.promoting = spec.RolePromoted, true })
+		}
+		if r.Reason == "" {
+			r.Reason = "failed promoted"
+		}
 	}
 	e.failure(i, l, s, op, r, string(agents.Monitor))
 }

@@ -638,3 +638,34 @@ func TestSystemdClassThroughInvoker(t *testing.T) {
 	r.update(2)
 	waitUntil(t, "stopped", func() bool { return u.count("stop") == 1 && len(r.e.Active()) == 0 })
 }
+
+// A monitor reporting "failed promoted" (9) is recovered by demote, stop,
+// start.
+func TestFailedPromotedRecovery(t *testing.T) {
+	r := ctlRig(t)
+	r.grant()
+	res := r.ctl("db", spec.ModePromotable)
+	res.Operations = append(res.Operations, spec.Operation{Name: "monitor", Role: spec.RolePromoted, Interval: spec.Duration(40 * time.Millisecond)})
+	a := item(res, 0, 1)
+	a.Role = spec.RolePromoted
+	r.update(1, a)
+	waitUntil(t, "promoted", func() bool { ai, _ := r.active("db", 0); return ai.Role == spec.RolePromoted })
+	r.ctlFail("db", "monitor", "9")
+	waitUntil(t, "a failure", func() bool { return len(r.Failures()) >= 1 })
+	_ = os.Remove(r.statePath("db") + ".fail-monitor")
+	waitUntil(t, "demote, stop, start, promote", func() bool {
+		return r.count("db", "demote") >= 1 && r.count("db", "stop") >= 1 && r.count("db", "start") >= 2 && r.count("db", "promote") >= 2
+	})
+	var order []string
+	for _, l := range r.ctlLog("db") {
+		if a := strings.Fields(l)[0]; a != "monitor" && a != "notify" {
+			order = append(order, a)
+		}
+	}
+	if got := strings.Join(order, " "); !strings.HasPrefix(got, "validate-all start promote demote stop start promote") {
+		t.Fatalf("actions %q", got)
+	}
+	if f := r.Failures()[0]; f.Op != "monitor" || !f.Restarted {
+		t.Fatalf("failure %+v", f)
+	}
+}
