@@ -183,13 +183,13 @@ type life struct {
 	validated bool
 	probed    bool // unmanaged: the first check was made
 
-	hold       bool   // failed; waiting for the leader to act (no monitor, no retry)
+	hold       bool          // failed; waiting for the leader to act (no monitor, no retry)
 	holdGen    uint64        // a new generation ends the hold or block
 	holdDef    spec.Resource // a new definition ends the hold
 	valDef     spec.Resource // the definition validate-all last passed
-	blocked    bool   // onFail block: no action at all until the generation changes
-	noPromote  string // after onFail demote: no promotion while the assignment is the same
-	reported   bool   // a failure of the current streak was reported (ignore, unmanaged)
+	blocked    bool          // onFail block: no action at all until the generation changes
+	noPromote  string        // after onFail demote: no promotion while the assignment is the same
+	reported   bool          // a failure of the current streak was reported (ignore, unmanaged)
 	backoff    time.Duration
 	notBefore  time.Time
 	startedAt  time.Time
