@@ -49,7 +49,7 @@ func callID(o cib.LRMOp) int {
 // historyState replays an lrm_resource's operations in call order, as
 // Pacemaker's unpacking does in essence: the last start/stop/promote/
 // demote/monitor result decides whether it runs and in which role.
-func historyState(lr cib.LRMResource, ignoreMonitorFailures bool, failureTimeout time.Duration) rscState {
+func historyState(lr cib.LRMResource, ignoreMonitorFailures bool, failureTimeout time.Duration, now time.Time) rscState {
 	ops := append([]cib.LRMOp(nil), lr.Ops...)
 	sort.SliceStable(ops, func(i, j int) bool {
 		ci, cj := callID(ops[i]), callID(ops[j])
@@ -81,7 +81,7 @@ func historyState(lr cib.LRMResource, ignoreMonitorFailures bool, failureTimeout
 			rc = 6
 		}
 		forced := o.OpStatus == "5" || o.OpStatus == "6" || o.OpStatus == "7"
-		if expired(o.Attrs["last-rc-change"], failureTimeout) && rc != 0 && rc != 7 && rc != 8 && !pending {
+		if expired(o.Attrs["last-rc-change"], failureTimeout, now) && rc != 0 && rc != 7 && rc != 8 && !pending {
 			continue // failure-timeout has passed: Pacemaker forgets the failure
 		}
 		if o.Operation == "monitor" && o.Interval != "" && o.Interval != "0" && ignoreMonitorFailures && rc != 0 && rc != 8 && !pending && !forced {
@@ -171,6 +171,7 @@ type statusInput struct {
 }
 
 func buildInput(m *cib.Model, s *spec.Spec, rep *Report) statusInput {
+	now := simulationTime(m)
 	sp := s.WithDefaults()
 	in := scheduler.Input{Spec: sp, Current: map[string]string{}, Roles: map[string]string{}}
 	res := map[string]*spec.Resource{}
@@ -248,7 +249,7 @@ func buildInput(m *cib.Model, s *spec.Spec, rep *Report) statusInput {
 							id, opKey = id[:i], id[i+1:]
 						}
 						id, _ = baseID(id)
-						if sn, ok := rep.Resources[id]; ok && !ignoredFailure(res[sn], opKey) && !expiredCount(st.Transient, res[sn], p.Name) {
+						if sn, ok := rep.Resources[id]; ok && !ignoredFailure(res[sn], opKey) && !expiredCount(st.Transient, res[sn], p.Name, now) {
 							v, err := scoreInt(p.Value)
 							if err == nil {
 								k := [2]string{sn, name}
@@ -328,7 +329,7 @@ func buildInput(m *cib.Model, s *spec.Spec, rep *Report) statusInput {
 			if r := res[sn]; r != nil {
 				ft = r.FailureTimeout.D()
 			}
-			hs := historyState(lr, ignore, ft)
+			hs := historyState(lr, ignore, ft, now)
 			if hs.hard {
 				fails[[2]string{sn, node}] = int(spec.Infinity)
 			}
@@ -454,10 +455,9 @@ func ignoredFailure(r *spec.Resource, opKey string) bool {
 	return false
 }
 
-// expired reports a failure older than failureTimeout (0: never expires).
-// crm_simulate judges expiry against the current time; the corpus'
-// failures are years old, so the comparison is stable.
-func expired(lastChange string, failureTimeout time.Duration) bool {
+// expired reports a failure older than failureTimeout (0: never expires)
+// at now.
+func expired(lastChange string, failureTimeout time.Duration, now time.Time) bool {
 	if failureTimeout <= 0 || lastChange == "" {
 		return false
 	}
@@ -465,17 +465,17 @@ func expired(lastChange string, failureTimeout time.Duration) bool {
 	if err != nil {
 		return false
 	}
-	return time.Unix(t, 0).Add(failureTimeout).Before(time.Now())
+	return time.Unix(t, 0).Add(failureTimeout).Before(now)
 }
 
 // expiredCount reports a fail-count attribute whose last-failure time is
 // older than the resource's failure-timeout.
-func expiredCount(sets cib.NVSets, r *spec.Resource, failCountName string) bool {
+func expiredCount(sets cib.NVSets, r *spec.Resource, failCountName string, now time.Time) bool {
 	if r == nil || r.FailureTimeout <= 0 {
 		return false
 	}
 	last, ok := sets.Get("last-failure-" + strings.TrimPrefix(failCountName, "fail-count-"))
-	return ok && expired(last, r.FailureTimeout.D())
+	return ok && expired(last, r.FailureTimeout.D(), now)
 }
 
 // agentChanged reports an lrm_resource recorded with another agent than
@@ -492,4 +492,15 @@ func agentChanged(m *cib.Model, id string, lr cib.LRMResource) bool {
 		return false
 	}
 	return !strings.EqualFold(r.Class, lr.Class) || r.Type != lr.Type || !strings.EqualFold(r.Provider, lr.Provider)
+}
+
+// simulationTime is the time crm_simulate judged the case at: the CIB's
+// execution-date when it has one ("Using the original execution date"),
+// otherwise the current time (the corpus' failures are years old, so
+// the result is stable).
+func simulationTime(m *cib.Model) time.Time {
+	if v, err := strconv.ParseInt(m.CIB["execution-date"], 10, 64); err == nil && v > 0 {
+		return time.Unix(v, 0)
+	}
+	return time.Now()
 }

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/paceline/paceline/internal/cib"
 	"github.com/paceline/paceline/internal/scheduler"
@@ -403,7 +404,7 @@ func TestCTSCase(t *testing.T) {
 		si := buildInput(m, sp, &rep)
 		for _, st := range m.NodeStates {
 			for _, lr := range st.LRM {
-				t.Logf("history %s %s: %+v", st.Uname, lr.ID, historyState(lr, false, 0))
+				t.Logf("history %s %s: %+v", st.Uname, lr.ID, historyState(lr, false, 0, time.Now()))
 			}
 		}
 		for _, n := range si.in.Nodes {
