@@ -69,6 +69,9 @@ type Config struct {
 	OCFRoot, RscTmp, LSBDir string
 	// ScriptEnv is added to the environment of every OCF and LSB action.
 	ScriptEnv map[string]string
+	// OCFPrefix, if set, is an argv OCF agents run under, e.g. {"ip",
+	// "netns", "exec", "NAME"} (it must exec the agent); tests and labs.
+	OCFPrefix []string
 	// Systemd returns the Invoker of a "systemd:UNIT" class (e.g. a
 	// wrapper of systemd.New); nil: that class is reported as unsupported.
 	Systemd func(class string) (agents.Invoker, error)
@@ -145,7 +148,7 @@ func New(cfg Config) *Executor {
 	}
 	e.drivers = driver.NewFactory(driver.Options{
 		Node: cfg.Node, Cluster: cfg.Cluster, LogDir: cfg.LogDir,
-		OCF:     ocf.Options{Root: cfg.OCFRoot, RscTmp: cfg.RscTmp, Env: ocfEnv, Logger: e.log},
+		OCF:     ocf.Options{Root: cfg.OCFRoot, RscTmp: cfg.RscTmp, Env: ocfEnv, Prefix: cfg.OCFPrefix, Logger: e.log},
 		LSB:     lsb.Options{Dir: cfg.LSBDir, Env: cfg.ScriptEnv, Logger: e.log},
 		Systemd: cfg.Systemd,
 		Logger:  e.log,
