@@ -61,7 +61,15 @@ func (p *probeRec) report() (api.ActiveInstance, bool) {
 	return a, true
 }
 
+// fenceable reports whether SelfFence must stop p: found running,
+// exclusive or promoted, and no stop of it has ended yet (a failed stop is
+// reported; trying again at every fence-loop tick would not help).
 func (p *probeRec) fenceable() bool {
+	select {
+	case <-p.stopped:
+		return false
+	default:
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.done && p.running && (p.res.Exclusive() || p.role == spec.RolePromoted)
