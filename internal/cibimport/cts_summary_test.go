@@ -26,6 +26,9 @@ type summary struct {
 	remote bool
 	// unparsed lists resource lines that could not be read.
 	unparsed []string
+	// actions counts the lines of the Transition Summary (Start, Stop,
+	// Move, Promote, ...): 0 when Pacemaker changes nothing.
+	actions int
 }
 
 var (
@@ -65,6 +68,9 @@ func parseSummary(text string) summary {
 		case heading(l, "Revised Cluster Status"):
 			section = "revised"
 			continue
+		}
+		if section == "transition" && strings.HasPrefix(t, "* ") {
+			s.actions++
 		}
 		if section == "transition" && strings.HasPrefix(t, "* Fence") {
 			s.fencing = true
