@@ -201,7 +201,6 @@ func (c *converter) cluster(opt Options) {
 	// Pacemaker's default stickiness is 0; paceline's is 100, so it is
 	// always written out.
 	stick := 0
-	stickSet := false
 	seen := map[string]bool{}
 	for _, set := range props {
 		for _, p := range set.Pairs {
@@ -212,21 +211,20 @@ func (c *converter) cluster(opt Options) {
 				continue
 			}
 			seen[k] = true
-			c.property(set.ID, p, k, &stick, &stickSet)
+			c.property(set.ID, p, k, &stick)
 		}
 	}
 	if v, ok := c.rscDefault("resource-stickiness"); ok && !strings.EqualFold(v.Value, "default") {
 		if n, err := scoreInt(v.Value); err == nil {
-			stick, stickSet = n, true
+			stick = n
 		} else {
 			c.add(Item{Category: CatProperty, Element: "nvpair", ID: v.ID, What: "rsc_defaults resource-stickiness=" + v.Value, Why: err.Error(), Placement: true})
 		}
 	}
-	_ = stickSet
 	cl.Stickiness = ptr(stick)
 }
 
-func (c *converter) property(setID string, p cib.NVPair, k string, stick *int, stickSet *bool) {
+func (c *converter) property(setID string, p cib.NVPair, k string, stick *int) {
 	cl := &c.s.Cluster
 	id := pick(p.ID, setID)
 	bad := func(why string, placement bool) {
@@ -250,7 +248,7 @@ func (c *converter) property(setID string, p cib.NVPair, k string, stick *int, s
 		cl.StartFailureIsFatal = ptr(cib.IsTrue(v))
 	case "default-resource-stickiness":
 		if n, err := scoreInt(v); err == nil {
-			*stick, *stickSet = n, true
+			*stick = n
 		} else {
 			bad(err.Error(), true)
 		}

@@ -17,7 +17,6 @@ type rscState struct {
 	promoted bool
 	failed   bool
 	instance int // clone instance number from "rsc:N", -1 when absent
-	partial  bool
 	// hard: an operation failed with a hard error (rc 2 invalid
 	// parameters, 3 unimplemented, 5 not installed): Pacemaker bans the
 	// resource from the node; fatal: rc 6 (not configured) stops it
@@ -127,9 +126,7 @@ func historyState(lr cib.LRMResource, ignoreMonitorFailures bool, failureTimeout
 				st.failed, st.stopFailed = true, true
 			}
 		case "migrate_to":
-			if rc == 0 {
-				st.partial = true
-			}
+			// The resource still runs here until its stop is recorded.
 		case "monitor":
 			if pending {
 				continue
