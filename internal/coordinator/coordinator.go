@@ -269,7 +269,8 @@ func (c *Coordinator) Failure(ctx context.Context, f api.Failure) error {
 		reason = f.Op + " failed: " + reason
 	}
 	cmd := &state.Command{Type: state.CmdFailure, Time: c.now(), NodeName: f.Node, Resource: f.Resource, Reason: reason,
-		Block:   onFail == spec.OnFailStop || onFail == spec.OnFailBlock || f.Hard == "cluster",
+		Block:   onFail == spec.OnFailStop || f.Hard == "cluster",
+		Freeze:  onFail == spec.OnFailBlock,
 		NoCount: onFail == spec.OnFailIgnore && f.Hard == "",
 		Fatal:   f.Hard == "node" || (f.Op == "start" && startFatal)}
 	if onFail == spec.OnFailStandby {

@@ -230,3 +230,37 @@ func TestBatchLimit(t *testing.T) {
 		t.Fatalf("after settling %d assigned, want 5", got)
 	}
 }
+
+// onFail block leaves the resource exactly where it is (not stopped, not
+// moved) until cleanup; onFail stop stops it.
+func TestOnFailBlockFreezes(t *testing.T) {
+	r := vip()
+	r.OnFail = spec.OnFailBlock
+	x := newHarness(t, r)
+	x.renewAll("n1", "n2")
+	x.settle()
+	a, _ := x.holder("vip:0")
+	if err := x.c.Failure(context.Background(), api.Failure{Node: a.Node, Resource: "vip", Slot: 0, Epoch: a.Epoch, Op: "monitor", Reason: "not running"}); err != nil {
+		t.Fatal(err)
+	}
+	// Even when its node goes standby, a frozen resource stays.
+	yes := true
+	if res, _ := x.raft.Propose(context.Background(), &state.Command{Type: state.CmdNodeAdmin, NodeName: a.Node, Standby: &yes}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	x.renewAll("n1", "n2")
+	x.settle()
+	if b, ok := x.holder("vip:0"); !ok || b.Node != a.Node {
+		t.Fatalf("frozen resource moved or stopped: %+v %v", b, ok)
+	}
+	if res, _ := x.raft.Propose(context.Background(), &state.Command{Type: state.CmdCleanup, Resource: "vip", Time: x.clk.Now()}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	x.renewAll("n1", "n2")
+	x.settle()
+	x.renew(a.Node, x.fsm.Index())
+	x.settle()
+	if b, _ := x.holder("vip:0"); b.Node == a.Node {
+		t.Fatalf("after cleanup it should leave the standby node %s", a.Node)
+	}
+}

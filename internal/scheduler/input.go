@@ -50,6 +50,10 @@ func FromState(s *state.State, sp *spec.Spec, now time.Time) Input {
 	for r := range s.Blocked {
 		in.Blocked[r] = true
 	}
+	in.Frozen = map[string]bool{}
+	for r := range s.Frozen {
+		in.Frozen[r] = true
+	}
 	for k, a := range s.Assignments {
 		in.Current[k] = a.Node
 		if a.Role != "" {

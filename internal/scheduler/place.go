@@ -296,7 +296,7 @@ func (p *planner) assign(r *spec.Resource) {
 	maint := p.sp.Cluster.Maintenance
 	// Kept as they are: cluster maintenance, nodes in maintenance,
 	// unmanaged resources.
-	keepAll := maint || !r.IsManaged()
+	keepAll := maint || !r.IsManaged() || p.in.Frozen[r.Name]
 	if !keepAll && r.Exclusive() && r.MultipleActive == spec.MultipleBlock && len(p.activeNodes(r.Name)) > 1 {
 		p.out.Unplaced = append(p.out.Unplaced, fmt.Sprintf("%s: active on %v at once and multipleActive is block: left alone; stop the extra copies and run `paceline resource cleanup %s`", r.Name, p.activeNodes(r.Name), r.Name))
 		keepAll = true

@@ -36,6 +36,8 @@ type Input struct {
 	FailCount func(resource, node string) int
 	// Blocked resources stay stopped.
 	Blocked map[string]bool
+	// Frozen resources stay exactly as they are (onFail: block).
+	Frozen map[string]bool
 	// Roles maps slot key → current role ("promoted"; absent: started).
 	Roles map[string]string
 	// Extra are location constraints from outside the spec (operator moves

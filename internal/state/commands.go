@@ -88,6 +88,8 @@ type Command struct {
 	Block bool `json:"block,omitempty"`
 	// NoCount records a failure without counting it (onFail: ignore).
 	NoCount bool `json:"noCount,omitempty"`
+	// Freeze leaves the resource exactly as it is until cleanup (onFail: block).
+	Freeze bool `json:"freeze,omitempty"`
 	// Fatal sets the fail count to FailInfinity: the resource may not run
 	// on that node again until cleanup (a failed start with
 	// startFailureIsFatal, or an agent not installed there).
@@ -197,6 +199,11 @@ func (s *State) apply(idx uint64, c *Command) Result {
 		for r := range s.Blocked {
 			if !names[r] {
 				delete(s.Blocked, r)
+			}
+		}
+		for r := range s.Frozen {
+			if !names[r] {
+				delete(s.Frozen, r)
 			}
 		}
 		s.NodeVersion[""] = idx
@@ -325,6 +332,9 @@ func (s *State) apply(idx uint64, c *Command) Result {
 		if c.Block {
 			s.Blocked[c.Resource] = c.Reason
 		}
+		if c.Freeze {
+			s.Frozen[c.Resource] = c.Reason
+		}
 		s.addEvent(idx, c.Time, "resource-failed", c.NodeName, c.Resource, fmt.Sprintf("%s failed on %s: %s", c.Resource, c.NodeName, c.Reason), 0)
 	case CmdCleanup:
 		if c.NodeName == "" {
@@ -336,6 +346,7 @@ func (s *State) apply(idx uint64, c *Command) Result {
 			}
 		}
 		delete(s.Blocked, c.Resource)
+		delete(s.Frozen, c.Resource)
 		where := "all nodes"
 		if c.NodeName != "" {
 			where = c.NodeName

@@ -115,6 +115,9 @@ type State struct {
 	Fails map[string]map[string]*Fail `json:"fails,omitempty"`
 	// Blocked resources were stopped by onFail: stop and wait for cleanup.
 	Blocked map[string]string `json:"blocked,omitempty"`
+	// Frozen resources failed with onFail: block: left exactly as they are
+	// (not stopped, not moved, not recovered) until cleanup.
+	Frozen map[string]string `json:"frozen,omitempty"`
 	// TokenHashes maps a SHA-256 hex of a bearer token to its role
 	// ("operator" or "readonly").
 	TokenHashes map[string]string `json:"tokenHashes,omitempty"`
@@ -138,6 +141,7 @@ func New() *State {
 		Assignments: map[string]*Assignment{},
 		Fails:       map[string]map[string]*Fail{},
 		Blocked:     map[string]string{},
+		Frozen:      map[string]string{},
 		TokenHashes: map[string]string{},
 		NodeVersion: map[string]uint64{},
 	}
@@ -169,6 +173,9 @@ func (s *State) fixNil() {
 	}
 	if s.Blocked == nil {
 		s.Blocked = map[string]string{}
+	}
+	if s.Frozen == nil {
+		s.Frozen = map[string]string{}
 	}
 	if s.TokenHashes == nil {
 		s.TokenHashes = map[string]string{}
