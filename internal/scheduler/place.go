@@ -386,6 +386,9 @@ func (p *planner) weights(r *spec.Resource, withDeps bool, skip string) []spec.S
 			switch {
 			case c.Score >= spec.Infinity && !there, c.Score <= -spec.Infinity && there:
 				w[i] = -spec.Infinity
+			case c.Score >= spec.Infinity || c.Score <= -spec.Infinity:
+				// Mandatory: only restricts (adding INFINITY would erase the
+				// resource's own preferences among the allowed nodes).
 			case there && w[i] != notAllowed:
 				w[i] = w[i].Add(c.Score)
 			}

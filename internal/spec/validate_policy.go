@@ -409,9 +409,12 @@ func (v *validator) relationChecks(rel Relations) {
 		if c.Score != Infinity && c.Score != -Infinity {
 			continue
 		}
-		k := pair{c.Dep, c.Primary}
-		if c.Dep > c.Primary {
-			k = pair{c.Primary, c.Dep}
+		// Roles matter: "with the promoted B" and "never with an
+		// unpromoted B" do not contradict each other.
+		a, b := c.Dep+"/"+c.DepRole, c.Primary+"/"+c.PrimaryRole
+		k := pair{a, b}
+		if a > b {
+			k = pair{b, a}
 		}
 		sign := "+"
 		if c.Score < 0 {
