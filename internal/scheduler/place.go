@@ -25,6 +25,7 @@ func Place(in Input) Output {
 	}
 	p := newPlanner(in, &out)
 	p.run()
+	p.unrunnable()
 	sort.Strings(out.Unplaced)
 	return out
 }
@@ -212,6 +213,75 @@ func (p *planner) run() {
 	})
 	for _, r := range order {
 		p.assign(r)
+	}
+}
+
+// unrunnable stops what cannot run because of something that will not
+// run: the "then" of a mandatory order whose "first" will not be started
+// (or promoted), and, transitively, whatever must run with a resource
+// stopped that way. Resources kept as they are (maintenance, unmanaged,
+// frozen) are left alone.
+func (p *planner) unrunnable() {
+	runs := func(res, action string) bool {
+		for _, s := range p.slots[res] {
+			if _, ok := p.out.Desired[s.key]; ok && (action != "promote" || p.out.Roles[s.key] == spec.RolePromoted) {
+				return true
+			}
+		}
+		return false
+	}
+	kept := func(r *spec.Resource) bool {
+		return p.sp.Cluster.Maintenance || !r.IsManaged() || p.in.Frozen[r.Name]
+	}
+	stop := func(r *spec.Resource, why string) bool {
+		changed := false
+		for _, s := range p.slots[r.Name] {
+			if _, ok := p.out.Desired[s.key]; ok {
+				delete(p.out.Desired, s.key)
+				delete(p.out.Roles, s.key)
+				p.out.Unplaced = append(p.out.Unplaced, fmt.Sprintf("%s: cannot run: %s", s.key, why))
+				changed = true
+			}
+		}
+		return changed
+	}
+	for changed := true; changed; {
+		changed = false
+		for _, o := range p.rel.Orders {
+			t, f := p.res[o.Then], p.res[o.First]
+			if t == nil || f == nil || o.Kind != spec.OrderMandatory || o.AnyOf != 0 || kept(t) {
+				continue
+			}
+			if (o.ThenAction == "start" || o.ThenAction == "promote") && (o.FirstAction == "start" || o.FirstAction == "promote") && !runs(o.First, o.FirstAction) {
+				if o.ThenAction == "promote" {
+					for _, s := range p.slots[t.Name] {
+						if p.out.Roles[s.key] == spec.RolePromoted {
+							delete(p.out.Roles, s.key)
+							changed = true
+						}
+					}
+					continue
+				}
+				if stop(t, fmt.Sprintf("it must %s after %s %ss (%s), which will not happen", o.ThenAction, o.First, o.FirstAction, o.Source)) {
+					changed = true
+				}
+			}
+		}
+		for _, c := range p.rel.Colocations {
+			d, pr := p.res[c.Dep], p.res[c.Primary]
+			if d == nil || pr == nil || c.Score < spec.Infinity || kept(d) || c.DepRole != "" {
+				continue
+			}
+			need := "start"
+			if c.PrimaryRole == spec.RolePromoted {
+				need = "promote"
+			}
+			if !runs(c.Primary, need) && runs(c.Dep, "start") {
+				if stop(d, fmt.Sprintf("it must run with %s, which will not run (%s)", c.Primary, c.Source)) {
+					changed = true
+				}
+			}
+		}
 	}
 }
 

@@ -222,10 +222,17 @@ func TestTransitionOrders(t *testing.T) {
 	// Mandatory: b cannot start while a will not run.
 	s.Resources[1].TargetRole = "started"
 	in.Current = nil
-	_, tr = Plan(in)
-	if len(tr.Actions) != 0 || len(tr.Blocked) != 1 || !strings.Contains(tr.Blocked[0], "waits for a start") {
-		t.Fatalf("mandatory order with a stopped: actions %v blocked %q", tr.Actions, tr.Blocked)
+	out, tr := Plan(in)
+	if len(tr.Actions) != 0 || len(out.Unplaced) != 1 || !strings.Contains(out.Unplaced[0], "b:0: cannot run: it must start after a starts") {
+		t.Fatalf("mandatory order with a stopped: actions %v unplaced %q", tr.Actions, out.Unplaced)
 	}
+	// ... and a running b is stopped when a stops.
+	in.Current = map[string]string{"b:0": "n2"}
+	_, tr = Plan(in)
+	if len(tr.Actions) != 1 || tr.Actions[0].Op != OpStop {
+		t.Fatalf("mandatory order: b must stop with a stopped: %v", tr.Actions)
+	}
+	in.Current = nil
 	// Optional: b starts anyway.
 	s.Constraints.Order[0].Kind = spec.OrderOptional
 	_, tr = Plan(in)
