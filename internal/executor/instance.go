@@ -365,12 +365,11 @@ func (e *Executor) step(i *inst, l *life, s snapshot) bool {
 	}
 	switch {
 	case wantPromoted && l.role != spec.RolePromoted:
-		if !e.leaseOK() {
-			i.setState(StateRunning)
-			return true // wait (polled) for the lease
+		if e.leaseOK() {
+			e.promote(i, l, s)
+			return false
 		}
-		e.promote(i, l, s)
-		return false
+		// No lease: wait for it (wait polls), monitoring meanwhile.
 	case !wantPromoted && l.role == spec.RolePromoted:
 		e.demote(i, l, s, "")
 		return false

@@ -297,6 +297,8 @@ func TestPromoteDemoteUnderLease(t *testing.T) {
 	r.update(1, a)
 	waitUntil(t, "running", r.stateIs("db", 0, StateRunning))
 	never(t, "promoted without a lease", func() bool { return r.count("db", "promote") > 0 })
+	n := r.count("db", "monitor", "role=Unpromoted")
+	waitUntil(t, "monitored while waiting for the lease", func() bool { return r.count("db", "monitor", "role=Unpromoted") > n+1 })
 	if ai, _ := r.active("db", 0); ai.Role != "" || ai.PromotionScore == nil || *ai.PromotionScore != 5 {
 		t.Fatalf("unpromoted instance %+v", ai)
 	}
