@@ -750,17 +750,42 @@ func (p *planner) staticAllowed(r *spec.Resource, n *Node) bool {
 
 // fits reports whether r's utilization fits on node i under the placement strategy.
 func (p *planner) fits(r *spec.Resource, i int) bool {
-	if len(r.Utilization) == 0 || p.sp.Cluster.PlacementStrategy == "" || p.sp.Cluster.PlacementStrategy == spec.PlacementDefault {
+	if p.sp.Cluster.PlacementStrategy == "" || p.sp.Cluster.PlacementStrategy == spec.PlacementDefault {
 		return true
 	}
 	n := p.nodes[i].Name
 	capa := p.nodes[i].Capacity
-	for k, need := range r.Utilization {
+	for k, need := range p.utilization(r) {
 		if p.used[n][k]+need > capa[k] {
 			return false
 		}
 	}
 	return true
+}
+
+// utilization is what r needs on its node, plus what the single resources
+// that must run with it and are not placed yet need (a group's members go
+// together, so its first member checks room for all of them).
+func (p *planner) utilization(r *spec.Resource) map[string]int {
+	total := map[string]int{}
+	seen := map[string]bool{}
+	var add func(x *spec.Resource)
+	add = func(x *spec.Resource) {
+		if seen[x.Name] {
+			return
+		}
+		seen[x.Name] = true
+		for k, v := range x.Utilization {
+			total[k] += v
+		}
+		for _, c := range p.colByPrimary[x.Name] {
+			if d := p.res[c.Dep]; d != nil && c.Score >= spec.Infinity && d.Exclusive() && x.Exclusive() && p.state[d.Name] != 2 {
+				add(d)
+			}
+		}
+	}
+	add(r)
+	return total
 }
 
 // free is node i's remaining capacity summed over all keys.
@@ -800,6 +825,16 @@ func (p *planner) eligible(r *spec.Resource, w []spec.Score, i int) bool {
 	return w[i] >= 0 && p.count(r.Name, i) < max(1, r.MaxPerNode) && p.fits(r, i)
 }
 
+// counts returns r's per-node instance counts, creating them.
+func (p *planner) counts(r *spec.Resource) []int {
+	c := p.perNodeV[r.Name]
+	if c == nil {
+		c = make([]int, len(p.nodes))
+		p.perNodeV[r.Name] = c
+	}
+	return c
+}
+
 func (p *planner) count(res string, i int) int {
 	if c := p.perNodeV[res]; c != nil {
 		return c[i]
@@ -810,8 +845,9 @@ func (p *planner) count(res string, i int) int {
 func (p *planner) assignSingle(r *spec.Resource, s slotRef, w []spec.Score) {
 	best := -1
 	cur, hasCur := p.idx[p.current[s.key]]
+	cnt, limit, util := p.counts(r), max(1, r.MaxPerNode), p.sp.Cluster.PlacementStrategy != "" && p.sp.Cluster.PlacementStrategy != spec.PlacementDefault
 	for i := range p.nodes {
-		if !p.eligible(r, w, i) {
+		if w[i] < 0 || cnt[i] >= limit || (util && !p.fits(r, i)) {
 			continue
 		}
 		switch {
@@ -841,17 +877,18 @@ func (p *planner) assignClone(r *spec.Resource, pending []slotRef, w []spec.Scor
 		}
 		rest = append(rest, s)
 	}
+	cnt, limit, util := p.counts(r), max(1, r.MaxPerNode), p.sp.Cluster.PlacementStrategy != "" && p.sp.Cluster.PlacementStrategy != spec.PlacementDefault
 	for _, s := range rest {
 		best := -1
 		for i := range p.nodes {
-			if !p.eligible(r, w, i) {
+			if w[i] < 0 || cnt[i] >= limit || (util && !p.fits(r, i)) {
 				continue
 			}
 			if best < 0 {
 				best = i
 				continue
 			}
-			if ca, cb := p.count(r.Name, i), p.count(r.Name, best); ca != cb {
+			if ca, cb := cnt[i], cnt[best]; ca != cb {
 				if ca < cb {
 					best = i
 				}
@@ -916,6 +953,26 @@ func (p *planner) promote(r *spec.Resource, keep bool) {
 				sc = -spec.Infinity
 			case there:
 				sc = sc.Add(c.Score)
+			}
+		}
+		// Resources that must run with the promoted instance pull the
+		// role to where they can run (Pacemaker merges them here too).
+		if i, ok := p.idx[n]; ok {
+			for _, c := range p.colByPrimary[r.Name] {
+				if c.PrimaryRole != spec.RolePromoted || c.Score <= 0 {
+					continue
+				}
+				d := p.res[c.Dep]
+				if d == nil {
+					continue
+				}
+				dv := p.base(d)[i]
+				switch {
+				case dv <= -spec.Infinity && c.Score >= spec.Infinity:
+					sc = -spec.Infinity
+				case dv > -spec.Infinity:
+					sc = sc.Add(spec.Score(int64(dv) * int64(c.Score) / int64(spec.Infinity)))
+				}
 			}
 		}
 		if !has || sc < 0 {
