@@ -146,6 +146,11 @@ func Build(in Input, out Output) Transition {
 		if adopted[a.Resource+"@"+a.Node] {
 			continue
 		}
+		// Copies of what paceline must leave alone stay (unmanaged,
+		// maintenance, frozen, or multipleActive: block).
+		if r := b.res[a.Resource]; r != nil && (!r.IsManaged() || in.Frozen[r.Name] || in.Spec.Cluster.Maintenance || r.MultipleActive == spec.MultipleBlock) {
+			continue
+		}
 		adopted[a.Resource+"@"+a.Node] = true
 		b.add(OpStop, "", a.Resource, a.Node, "found running where it should not (probe or multiple-active)")
 	}
