@@ -306,10 +306,8 @@ func (p *planner) currentScore(r *spec.Resource) spec.Score {
 				v = -spec.Infinity
 			}
 		}
-		for _, c := range p.colByPrimary[r.Name] {
-			if d := p.res[c.Dep]; d != nil && c.Score >= spec.Infinity && c.DepRole == "" && d.Exclusive() && p.base(d)[i] <= -spec.Infinity {
-				v = -spec.Infinity
-			}
+		if p.depBanned(r, i, map[string]bool{}) {
+			v = -spec.Infinity
 		}
 		if v <= -spec.Infinity {
 			return v
@@ -317,6 +315,23 @@ func (p *planner) currentScore(r *spec.Resource) spec.Score {
 		return v.Add(p.stickiness(r))
 	}
 	return notAllowed
+}
+
+// depBanned reports whether something that must run with r (directly or
+// through a chain of INFINITY colocations, like a group's later members)
+// cannot run on node i.
+func (p *planner) depBanned(r *spec.Resource, i int, seen map[string]bool) bool {
+	seen[r.Name] = true
+	for _, c := range p.colByPrimary[r.Name] {
+		d := p.res[c.Dep]
+		if d == nil || seen[d.Name] || c.Score < spec.Infinity || c.DepRole != "" || !d.Exclusive() {
+			continue
+		}
+		if p.base(d)[i] <= -spec.Infinity || p.depBanned(d, i, seen) {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *planner) stickiness(r *spec.Resource) spec.Score {
