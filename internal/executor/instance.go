@@ -249,6 +249,13 @@ func (e *Executor) run(i *inst) {
 // unassigned stops the instance (if it should be stopped) and reports
 // whether the goroutine may end.
 func (e *Executor) unassigned(i *inst, l *life, s snapshot) bool {
+	if l.blocked && l.running && !s.closed {
+		// Blocked: left as it is, and still reported (failed) so that the
+		// leader never takes it for stopped. A new assignment with a new
+		// generation, a lost lease or the agent's shutdown end this.
+		e.wait(i, l, s)
+		return false
+	}
 	// s.def is the last definition assigned (Reconcile keeps it).
 	leave := l.blocked || (l.running && (!s.def.IsManaged() || s.maint))
 	if s.closed {

@@ -230,6 +230,17 @@ func TestOnFailBlockLeavesItAlone(t *testing.T) {
 	waitUntil(t, "blocked again", r.stateIs("app", 0, StateFailed))
 	r.update(3)
 	never(t, "stopped a blocked instance", func() bool { return r.count("app", "stop") > 1 })
+	if a, ok := r.active("app", 0); !ok || a.State != StateFailed {
+		t.Fatalf("a blocked instance is no longer reported: %+v %v", a, ok)
+	}
+	// A lost lease still stops it (safety first), if exclusive; this one
+	// is a clone: agent shutdown stops it.
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	r.e.StopAll(ctx)
+	if r.count("app", "stop") != 2 {
+		t.Fatalf("shutdown did not stop the blocked instance: %q", r.ctlLog("app"))
+	}
 }
 
 func TestGenerationRestartsOnce(t *testing.T) {
@@ -669,5 +680,24 @@ func TestFailedPromotedRecovery(t *testing.T) {
 	}
 	if f := r.Failures()[0]; f.Op != "monitor" || !f.Restarted {
 		t.Fatalf("failure %+v", f)
+	}
+}
+
+// A blocked exclusive instance is still stopped when the lease runs out.
+func TestSelfFenceStopsBlockedExclusive(t *testing.T) {
+	r := ctlRig(t)
+	r.grant()
+	res := r.ctl("vip", spec.ModeSingle)
+	res.Operations[0].OnFail = spec.OnFailBlock
+	r.update(1, item(res, 0, 1))
+	waitUntil(t, "running", r.stateIs("vip", 0, StateRunning))
+	r.ctlFail("vip", "monitor", "1")
+	waitUntil(t, "blocked", r.stateIs("vip", 0, StateFailed))
+	r.holder.Revoke()
+	if got := r.e.SelfFence(); len(got) != 1 || got[0] != "vip:0" {
+		t.Fatalf("SelfFence %v", got)
+	}
+	if r.count("vip", "stop") != 1 {
+		t.Fatalf("log %q", r.ctlLog("vip"))
 	}
 }
