@@ -233,10 +233,10 @@ func (p *planner) unrunnable() {
 	kept := func(r *spec.Resource) bool {
 		return p.sp.Cluster.Maintenance || !r.IsManaged() || p.in.Frozen[r.Name]
 	}
-	stop := func(r *spec.Resource, why string) bool {
+	stop := func(r *spec.Resource, why string, keepRunning bool) bool {
 		changed := false
 		for _, s := range p.slots[r.Name] {
-			if _, ok := p.out.Desired[s.key]; ok {
+			if n, ok := p.out.Desired[s.key]; ok && !(keepRunning && p.current[s.key] == n) {
 				delete(p.out.Desired, s.key)
 				delete(p.out.Roles, s.key)
 				p.out.Unplaced = append(p.out.Unplaced, fmt.Sprintf("%s: cannot run: %s", s.key, why))
@@ -262,7 +262,8 @@ func (p *planner) unrunnable() {
 					}
 					continue
 				}
-				if stop(t, fmt.Sprintf("it must %s after %s %ss (%s), which will not happen", o.ThenAction, o.First, o.FirstAction, o.Source)) {
+				// Not symmetrical: a running "then" is not stopped, only not started.
+				if stop(t, fmt.Sprintf("it must %s after %s %ss (%s), which will not happen", o.ThenAction, o.First, o.FirstAction, o.Source), !o.Symmetrical) {
 					changed = true
 				}
 			}
@@ -277,7 +278,7 @@ func (p *planner) unrunnable() {
 				need = "promote"
 			}
 			if !runs(c.Primary, need) && runs(c.Dep, "start") {
-				if stop(d, fmt.Sprintf("it must run with %s, which will not run (%s)", c.Primary, c.Source)) {
+				if stop(d, fmt.Sprintf("it must run with %s, which will not run (%s)", c.Primary, c.Source), false) {
 					changed = true
 				}
 			}
