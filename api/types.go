@@ -52,6 +52,8 @@ type Instance struct {
 	Epoch uint64 `json:"epoch"`
 	// State as reported by the node: starting, running, stopping, failed, unknown.
 	State string `json:"state"`
+	// Role is "promoted" for the promoted instance of a promotable resource.
+	Role string `json:"role,omitempty"`
 }
 
 // Resource is a resource's status.
@@ -64,6 +66,12 @@ type Resource struct {
 	FailCount map[string]int `json:"failCount,omitempty"`
 	Blocked   string         `json:"blocked,omitempty"`
 	Unplaced  []string       `json:"unplaced,omitempty"`
+	// Frozen is the failure that froze the resource where it is (onFail:
+	// block) until cleanup.
+	Frozen string `json:"frozen,omitempty"`
+	// Unmanaged is set for a resource paceline only watches (managed: false
+	// or maintenance: true).
+	Unmanaged bool `json:"unmanaged,omitempty"`
 }
 
 // Event is one cluster event.

@@ -79,7 +79,8 @@ func (a *Agent) Status(ctx context.Context) (*api.Status, error) {
 			}
 			d := s.Spec.WithDefaults()
 			for _, r := range d.Resources {
-				rs := api.Resource{Name: r.Name, Class: r.Class, Mode: r.Mode, Target: r.TargetRole, Blocked: s.Blocked[r.Name]}
+				rs := api.Resource{Name: r.Name, Class: r.Class, Mode: r.Mode, Target: r.TargetRole, Blocked: s.Blocked[r.Name],
+					Frozen: s.Frozen[r.Name], Unmanaged: !r.IsManaged()}
 				for node, f := range s.Fails[r.Name] {
 					if rs.FailCount == nil {
 						rs.FailCount = map[string]int{}
@@ -95,7 +96,7 @@ func (a *Agent) Status(ctx context.Context) (*api.Status, error) {
 							phase = "pending"
 						}
 					}
-					rs.Instances = append(rs.Instances, api.Instance{Slot: as.Slot, Node: as.Node, Epoch: as.Epoch, State: phase})
+					rs.Instances = append(rs.Instances, api.Instance{Slot: as.Slot, Node: as.Node, Epoch: as.Epoch, State: phase, Role: as.Role})
 				}
 				for _, u := range unplaced {
 					if strings.HasPrefix(u, r.Name+":") {

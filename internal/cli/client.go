@@ -110,12 +110,22 @@ func renderStatus(w io.Writer, st *api.Status) {
 		if r.Blocked != "" {
 			fmt.Fprintf(w, " BLOCKED after failure: %s (run `paceline resource cleanup %s`)", r.Blocked, r.Name)
 		}
+		if r.Frozen != "" {
+			fmt.Fprintf(w, " FROZEN where it is after failure (onFail block): %s (run `paceline resource cleanup %s`)", r.Frozen, r.Name)
+		}
+		if r.Unmanaged {
+			fmt.Fprint(w, " unmanaged")
+		}
 		fmt.Fprintln(w)
 		if len(r.Instances) == 0 && r.Target != "stopped" {
 			fmt.Fprintln(w, "      not running anywhere")
 		}
 		for _, i := range r.Instances {
-			fmt.Fprintf(w, "      [%d] %-12s %-9s epoch %d\n", i.Slot, i.Node, i.State, i.Epoch)
+			role := ""
+			if i.Role != "" {
+				role = " " + i.Role
+			}
+			fmt.Fprintf(w, "      [%d] %-12s %-9s epoch %d%s\n", i.Slot, i.Node, i.State, i.Epoch, role)
 		}
 		for _, n := range sortedKeys(r.FailCount) {
 			fmt.Fprintf(w, "      fail count on %s: %d\n", n, r.FailCount[n])
