@@ -100,6 +100,7 @@ type Executor struct {
 	closed      bool
 	probeItems  map[string]api.ProbeItem
 	probes      map[string]*probeRec
+	probeDone   map[string]bool // identities (probeID) of the probes that finished
 	changed     chan struct{}
 	fresh       chan struct{}
 	probeSem    chan struct{}
@@ -131,7 +132,7 @@ func New(cfg Config) *Executor {
 	}
 	e := &Executor{cfg: cfg, log: cfg.Logger, insts: map[string]*inst{}, maxEpoch: map[string]uint64{},
 		changed: make(chan struct{}, 1), fresh: make(chan struct{}, 1),
-		probeItems: map[string]api.ProbeItem{}, probes: map[string]*probeRec{},
+		probeItems: map[string]api.ProbeItem{}, probes: map[string]*probeRec{}, probeDone: map[string]bool{},
 		probeSem: make(chan struct{}, cfg.MaxProbes)}
 	e.bgCtx, e.bgCancel = context.WithCancel(context.Background())
 	dirs, err := writeShims(cfg.StateDir)
@@ -207,8 +208,15 @@ func (e *Executor) Update(a api.Assignments) {
 	e.desired = a.Items
 	e.maint = a.Maintenance
 	e.probeItems = map[string]api.ProbeItem{}
+	listed := map[string]bool{}
 	for _, p := range a.Probes {
 		e.probeItems[p.Resource] = p
+		listed[probeID(p)] = true
+	}
+	for id := range e.probeDone {
+		if !listed[id] {
+			delete(e.probeDone, id) // listed again later: probed again
+		}
 	}
 	e.mu.Unlock()
 	e.Reconcile()

@@ -32,6 +32,7 @@ import (
 type probeRec struct {
 	res spec.Resource
 	def string // canonical JSON of res
+	id  string // probeID of the item
 
 	mu       sync.Mutex
 	done     bool
@@ -75,24 +76,41 @@ func (p *probeRec) fenceable() bool {
 	return p.done && p.running && (p.res.Exclusive() || p.role == spec.RolePromoted)
 }
 
-// ProbesComplete lists the resources whose probe, for the definition
-// currently listed in Assignments.Probes, has finished (found running or
-// not). The leader needs it to tell "probed, nothing found" from "not
-// probed yet".
+// probeID identifies a probe item: its Key (a digest of the definition,
+// set by the leader), else the definition's canonical JSON.
+func probeID(it api.ProbeItem) string {
+	if it.Key != "" {
+		return "key:" + it.Key
+	}
+	return "def:" + canonical(it.Def)
+}
+
+// ProbesDone returns the keys (ProbeItem.Key) of the listed probes that
+// have finished here, whatever they found: what Renew.ProbesDone carries.
+// It is never nil: this node probes.
+func (e *Executor) ProbesDone() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := []string{}
+	for _, item := range e.probeItems {
+		if item.Key != "" && e.probeDone[probeID(item)] {
+			out = append(out, item.Key)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ProbesComplete lists the resources whose listed probe has finished
+// (found running or not), for items with or without a Key.
 func (e *Executor) ProbesComplete() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var out []string
 	for name, item := range e.probeItems {
-		p := e.probes[name]
-		if p == nil || p.def != canonical(item.Def) {
-			continue
-		}
-		p.mu.Lock()
-		if p.done {
+		if e.probeDone[probeID(item)] {
 			out = append(out, name)
 		}
-		p.mu.Unlock()
 	}
 	sort.Strings(out)
 	return out
@@ -121,12 +139,16 @@ func (e *Executor) reconcileProbes() {
 			e.log.Error("undecodable resource definition in a probe", "resource", name)
 			continue
 		}
-		if p := e.probes[name]; p != nil && p.def == canon {
-			continue
+		id := probeID(item)
+		if e.probeDone[id] {
+			continue // probed once for this definition
+		}
+		if p := e.probes[name]; p != nil && p.id == id {
+			continue // under way, or its find is still pending
 		}
 		var def spec.Resource
 		_ = json.Unmarshal([]byte(canon), &def)
-		p := &probeRec{res: def, def: canon, stopped: make(chan struct{})}
+		p := &probeRec{res: def, def: canon, id: id, stopped: make(chan struct{})}
 		e.probes[name] = p
 		e.bg.Add(1)
 		go e.probe(p)
@@ -157,6 +179,11 @@ func (e *Executor) probe(p *probeRec) {
 		p.mu.Lock()
 		p.done = true
 		p.mu.Unlock()
+		e.mu.Lock()
+		if _, listed := e.probeItems[p.res.Name]; listed && probeID(e.probeItems[p.res.Name]) == p.id && e.bgCtx.Err() == nil {
+			e.probeDone[p.id] = true
+		}
+		e.mu.Unlock()
 		e.signal()
 		e.Reconcile()
 	}

@@ -417,10 +417,16 @@ func TestProbes(t *testing.T) {
 	}
 	probe := func(res spec.Resource) api.ProbeItem {
 		it := item(res, 0, 0)
-		return api.ProbeItem{Resource: res.Name, Def: it.Def}
+		return api.ProbeItem{Resource: res.Name, Def: it.Def, Key: res.Name + "-k1"}
+	}
+	if d := r.e.ProbesDone(); d == nil || len(d) != 0 {
+		t.Fatalf("ProbesDone before any probe: %#v", d)
 	}
 	r.e.Update(api.Assignments{Index: 1, Probes: []api.ProbeItem{probe(running), probe(absent)}})
 	waitUntil(t, "both probed", func() bool { return len(r.e.ProbesComplete()) == 2 })
+	if d := r.e.ProbesDone(); len(d) != 2 || d[0] != "absent-k1" || d[1] != "found-k1" {
+		t.Fatalf("ProbesDone %v", d)
+	}
 	a, ok := r.active("found", -1)
 	if !ok || !a.Probed || a.State != StateRunning {
 		t.Fatalf("found instance %+v %v (active %+v)", a, ok, r.e.Active())
