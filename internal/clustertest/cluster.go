@@ -1,6 +1,7 @@
 // Package clustertest runs multi-node paceline clusters inside one test
-// process: every agent binds its own loopback address (127.0.0.10,
-// 127.0.0.11, …) with free ports, a shared join token, optional TLS from a
+// process: every agent binds its own loopback address (127.A.B.10,
+// 127.A.B.11, …, with A.B taken from the process ID so that test binaries
+// running at once never compete for the same address and port) with free ports, a shared join token, optional TLS from a
 // test CA and a temporary data dir, and all its traffic goes through one
 // internal/faultnet network, so tests partition, heal, crash, stop and
 // restart nodes without root.
@@ -111,7 +112,8 @@ func New(t testing.TB, opts Options) *Cluster {
 	}
 	var apis []string
 	for i := 0; i < opts.N; i++ {
-		ip := fmt.Sprintf("127.0.0.%d", 10+i)
+		pid := os.Getpid()
+		ip := fmt.Sprintf("127.%d.%d.%d", 1+pid%250, (pid/250)%250, 10+i)
 		name := fmt.Sprintf("n%d", i+1)
 		ports := freePorts(t, ip, 4)
 		cfg := config.Default()
