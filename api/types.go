@@ -177,7 +177,7 @@ type Renew struct {
 	// ProbesDone lists the ProbeItem keys whose probe finished here
 	// (whatever it found); nil when the node does not probe. The leader
 	// starts a resource only once every node it asked has probed it.
-	ProbesDone []string `json:"probesDone,omitempty"`
+	ProbesDone []string `json:"probesDone"`
 }
 
 // RenewAck answers a renewal. OK false means no lease was granted.

@@ -195,7 +195,7 @@ func (c *Coordinator) Renew(r api.Renew) api.RenewAck {
 	} else {
 		delete(c.released, r.Node)
 	}
-	if !had || !sameActive(prev.r, r) || prev.r.Leaving != r.Leaving || prev.r.APIAddr != r.APIAddr {
+	if !had || !sameActive(prev.r, r) || prev.r.Leaving != r.Leaving || prev.r.APIAddr != r.APIAddr || !slices.Equal(prev.r.ProbesDone, r.ProbesDone) {
 		c.poke()
 	}
 	return api.RenewAck{OK: true, Index: c.cfg.FSM.Index()}
@@ -206,11 +206,19 @@ func sameActive(a, b api.Renew) bool {
 		return false
 	}
 	for i := range a.Active {
-		if a.Active[i] != b.Active[i] {
+		if !sameInstance(a.Active[i], b.Active[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+func sameInstance(a, b api.ActiveInstance) bool {
+	if (a.PromotionScore == nil) != (b.PromotionScore == nil) || (a.PromotionScore != nil && *a.PromotionScore != *b.PromotionScore) {
+		return false
+	}
+	a.PromotionScore, b.PromotionScore = nil, nil
+	return a == b
 }
 
 // Unplaced returns the explanations of slots that could not be placed.
