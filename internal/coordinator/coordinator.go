@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/paceline/paceline/api"
+	"github.com/paceline/paceline/internal/agents/driver"
 	"github.com/paceline/paceline/internal/lease"
 	"github.com/paceline/paceline/internal/metrics"
 	"github.com/paceline/paceline/internal/scheduler"
@@ -428,6 +429,10 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 	}
 	// 4. Placement and transition, from what live nodes report running.
 	in.Spec = sp
+	defs := map[string]*spec.Resource{}
+	for i := range sp.Resources {
+		defs[sp.Resources[i].Name] = &sp.Resources[i]
+	}
 	c.observe(&in, gone)
 	out, tr := scheduler.Plan(in)
 	c.unplaced = append(append([]string(nil), out.Unplaced...), tr.Blocked...)
@@ -473,7 +478,7 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 				if role == spec.RolePromoted {
 					op = scheduler.OpPromote
 				}
-				if role == spec.RolePromoted && (!ready[op+" "+k+"@"+want] || c.promotedElsewhere(assign, cur, sp, gone)) {
+				if role == spec.RolePromoted && (!ready[op+" "+k+"@"+want] || c.promotedElsewhere(assign, cur, sp, defs[cur.Resource], now)) {
 					continue // promote once started and once no other instance holds the role
 				}
 				plan.Set = append(plan.Set, state.Assignment{Resource: cur.Resource, Slot: cur.Slot, Node: want, Role: role})
@@ -507,6 +512,10 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 			plan.Set = append(plan.Set, newAssign)
 			plan.Events = append(plan.Events, state.Event{Type: "resource-move", Node: want, Resource: resName, Message: fmt.Sprintf("move %s from %s to %s", k, cur.Node, want)})
 		case has && gone(cur.Node):
+			if done, at := c.fenceDone(cur.Node, defs[resName], now); !done {
+				soon(at) // its self-fence may still be stopping a script-class instance
+				continue
+			}
 			if !may(scheduler.OpStart, k, want) {
 				continue
 			}
@@ -538,7 +547,7 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 			plan.Set = append(plan.Set, newAssign)
 			plan.Events = append(plan.Events, state.Event{Type: "resource-adopt", Node: want, Resource: resName, Message: fmt.Sprintf("%s found running on %s by a probe: adopted there", k, want)})
 		default:
-			if blocker, until := c.exclusiveBlocker(k, want, resName, slot, nodes, now); blocker != "" {
+			if blocker, until := c.exclusiveBlocker(k, want, defs[resName], slot, nodes, now); blocker != "" {
 				if !until.IsZero() {
 					soon(until)
 				}
@@ -646,6 +655,28 @@ func (c *Coordinator) unprobed(probes []probeDef, res string, gone func(string) 
 	return ""
 }
 
+// fenceDone reports whether node n can no longer run anything of r: at
+// once after a clean shutdown (it stopped everything before leaving);
+// after its hold lease expired plus, for script classes, the time its
+// self-fence may take to run the stop (and demote) scripts
+// (driver.FenceWait): a process is SIGKILLed at once, a script is not.
+// When not yet, it also returns when.
+func (c *Coordinator) fenceDone(n string, r *spec.Resource, now time.Time) (bool, time.Time) {
+	t := c.cfg.Table
+	if c.released[n] {
+		return true, time.Time{}
+	}
+	if !t.Expired(n, now) {
+		return false, t.ExpiresAt(n)
+	}
+	var wait time.Duration
+	if r != nil {
+		wait = driver.FenceWait(r)
+	}
+	at := t.ExpiresAt(n).Add(wait)
+	return !now.Before(at), at
+}
+
 // isRecovery reports whether slot k is being recovered from a lost node.
 func (c *Coordinator) isRecovery(k string) bool {
 	_, ok := c.recoveries[k]
@@ -693,7 +724,7 @@ func resourceOfKey(k string) string {
 // promotedElsewhere reports whether another slot of a's resource is still
 // promoted (assigned or reported) beyond what promotedMax allows, so that
 // promoting a now could briefly make one too many.
-func (c *Coordinator) promotedElsewhere(assign map[string]state.Assignment, a state.Assignment, sp *spec.Spec, gone func(string) bool) bool {
+func (c *Coordinator) promotedElsewhere(assign map[string]state.Assignment, a state.Assignment, sp *spec.Spec, def *spec.Resource, now time.Time) bool {
 	promoted := map[string]bool{}
 	for k, x := range assign {
 		if x.Resource == a.Resource && x.Role == spec.RolePromoted && k != a.Key() {
@@ -701,7 +732,7 @@ func (c *Coordinator) promotedElsewhere(assign map[string]state.Assignment, a st
 		}
 	}
 	for n, rep := range c.reports {
-		if gone(n) {
+		if done, _ := c.fenceDone(n, def, now); done && (c.released[n] || c.cfg.Table.Expired(n, now)) {
 			continue // self-fenced: its instances are stopped
 		}
 		for _, x := range rep.r.Active {
@@ -721,7 +752,11 @@ func (c *Coordinator) promotedElsewhere(assign map[string]state.Assignment, a st
 
 // exclusiveBlocker names a node that may still run slot k (so it must not
 // start on want yet) and until when to wait for it at most.
-func (c *Coordinator) exclusiveBlocker(k, want, res string, slot int, nodes []state.Node, now time.Time) (string, time.Time) {
+func (c *Coordinator) exclusiveBlocker(k, want string, def *spec.Resource, slot int, nodes []state.Node, now time.Time) (string, time.Time) {
+	res := ""
+	if def != nil {
+		res = def.Name
+	}
 	t := c.cfg.Table
 	need := c.lastUnset[k]
 	if need < c.startIndex {
@@ -735,7 +770,13 @@ func (c *Coordinator) exclusiveBlocker(k, want, res string, slot int, nodes []st
 		names[n] = true
 	}
 	for n := range names {
-		if n == want || c.released[n] || t.Expired(n, now) {
+		if n == want {
+			continue
+		}
+		if t.Expired(n, now) || c.released[n] {
+			if done, at := c.fenceDone(n, def, now); !done {
+				return n, at
+			}
 			continue
 		}
 		rep, ok := c.reports[n]

@@ -264,3 +264,40 @@ func TestOnFailBlockFreezes(t *testing.T) {
 		t.Fatalf("after cleanup it should leave the standby node %s", a.Node)
 	}
 }
+
+// A silent node's script-class exclusive resource is recovered elsewhere
+// only after the node's lease expired AND its self-fence had time to run
+// the stop script (the stop timeout): a process is SIGKILLed at once, a
+// script is not.
+func TestScriptClassWaitsForSelfFenceStop(t *testing.T) {
+	r := vip()
+	r.Class, r.Params = "ocf:heartbeat:IPaddr2", spec.Params{Values: map[string]string{"ip": "192.0.2.10"}}
+	r.Operations = []spec.Operation{{Name: "stop", Timeout: spec.Duration(3 * time.Second)}}
+	x := newHarness(t, r)
+	a := placeVIP(x)
+	rep := running(a)
+	x.renew(a.Node, x.fsm.Index(), rep)
+	expiry := x.table.ExpiresAt(a.Node)
+	others := []string{}
+	for _, n := range nodes3 {
+		if n != a.Node {
+			others = append(others, n)
+		}
+	}
+	x.clk.Set(expiry.Add(time.Millisecond))
+	x.table.Confirmed(x.clk.Now())
+	for x.clk.Now().Before(expiry.Add(3 * time.Second)) {
+		x.renewAll(others...)
+		x.settle()
+		if b, _ := x.holder("vip:0"); b.Node != a.Node {
+			t.Fatalf("reassigned to %s %v after the lease expired: the stop script may still run for 3s", b.Node, x.clk.Now().Sub(expiry))
+		}
+		x.advance(250 * time.Millisecond)
+	}
+	x.advance(10 * time.Millisecond)
+	x.renewAll(others...)
+	x.settle()
+	if b, _ := x.holder("vip:0"); b.Node == a.Node {
+		t.Fatalf("not recovered after lease + stop timeout")
+	}
+}
