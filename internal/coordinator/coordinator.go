@@ -313,9 +313,17 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 		nextExpiry time.Time
 	)
 	var probes []probeDef
+	var released map[string]map[string]string
 	c.cfg.FSM.Read(func(s *state.State) {
 		in = scheduler.FromState(s, s.Spec, now)
 		_, probes = c.defs.load(s)
+		released = map[string]map[string]string{}
+		for n, m := range s.ProbeRelease {
+			released[n] = map[string]string{}
+			for r, k := range m {
+				released[n][r] = k
+			}
+		}
 		expireCons = s.ExpiredConstraints(now)
 		nextExpiry = s.NextConstraintExpiry(now)
 		for _, n := range s.NodeNames() {
@@ -448,8 +456,30 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 			ready[id] = true
 		}
 	}
+	// Instances found by probes that the placement does not adopt: the
+	// node stops them once the resource leaves its probe list.
+	var releases []state.Command
+	for _, a := range tr.Actions {
+		if a.Op != scheduler.OpStop || a.Slot != "" || len(a.After) > 0 {
+			continue
+		}
+		for _, p := range probes {
+			if p.res == a.Resource && released[a.Node][a.Resource] != p.key {
+				releases = append(releases, state.Command{Type: state.CmdProbeRelease, NodeName: a.Node, Resource: a.Resource, ProbeKey: p.key, Reason: a.Reason})
+			}
+		}
+	}
+	if len(releases) > 0 {
+		cmd := &releases[0]
+		if len(releases) > 1 {
+			cmd = &state.Command{Type: state.CmdBatch, Batch: releases}
+		}
+		if _, ok := propose(cmd); ok {
+			return now
+		}
+	}
 	may := func(op, k, node string) bool {
-		if op == scheduler.OpStart && c.unprobed(probes, resourceOfKey(k), gone) != "" {
+		if op == scheduler.OpStart && c.unprobed(probes, released, resourceOfKey(k), gone) != "" {
 			return false // find out where it already runs before starting it anywhere
 		}
 		return !listed[op+" "+k+"@"+node] || ready[op+" "+k+"@"+node]
@@ -632,7 +662,7 @@ func (c *Coordinator) observe(in *scheduler.Input, gone func(string) bool) {
 // unprobed names a live node that was asked to probe res and has not
 // reported the result yet ("" when none). Nodes that do not probe at all
 // (ProbesDone nil) are not waited for.
-func (c *Coordinator) unprobed(probes []probeDef, res string, gone func(string) bool) string {
+func (c *Coordinator) unprobed(probes []probeDef, released map[string]map[string]string, res string, gone func(string) bool) string {
 	for _, p := range probes {
 		if p.res != res {
 			continue
@@ -644,7 +674,7 @@ func (c *Coordinator) unprobed(probes []probeDef, res string, gone func(string) 
 		sort.Strings(names)
 		for _, n := range names {
 			rep := c.reports[n].r
-			if gone(n) || rep.ProbesDone == nil || !p.on(n) {
+			if gone(n) || rep.ProbesDone == nil || !p.on(n) || released[n][res] == p.key {
 				continue
 			}
 			if !slices.Contains(rep.ProbesDone, p.key) {
@@ -957,7 +987,7 @@ func (c *AssignmentCache) For(fsm *state.FSM, node string) api.Assignments {
 			out.Items = append(out.Items, na)
 		}
 		for _, p := range probes {
-			if p.on(node) {
+			if p.on(node) && s.ProbeRelease[node][p.res] != p.key {
 				out.Probes = append(out.Probes, api.ProbeItem{Resource: p.res, Def: p.def, Key: p.key})
 			}
 		}

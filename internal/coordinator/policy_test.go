@@ -301,3 +301,42 @@ func TestScriptClassWaitsForSelfFenceStop(t *testing.T) {
 		t.Fatalf("not recovered after lease + stop timeout")
 	}
 }
+
+// A single resource found running on two nodes: one copy is adopted, the
+// other node is told to stop its copy (the resource leaves its probe list).
+func TestProbeFindsTwoCopies(t *testing.T) {
+	d := vip()
+	d.Name, d.Class, d.Params = "dummy", "ocf:heartbeat:Dummy", spec.Params{}
+	x := newHarness(t, d)
+	var cache AssignmentCache
+	key := cache.For(x.fsm, "n1").Probes[0].Key
+	found := api.ActiveInstance{Resource: "dummy", Slot: -1, State: "running", Probed: true}
+	rn := func(node string, active ...api.ActiveInstance) {
+		if ack := x.c.Renew(api.Renew{Node: node, Cluster: "c1", Role: state.RoleControl, APIAddr: node + ":7480", Applied: x.fsm.Index(), Active: active, ProbesDone: []string{key}}); !ack.OK {
+			t.Fatal(ack.Reason)
+		}
+	}
+	rn("n1", found)
+	rn("n2", found)
+	x.settle()
+	a, ok := x.holder("dummy:0")
+	if !ok {
+		t.Fatal("not adopted anywhere")
+	}
+	other := map[string]string{"n1": "n2", "n2": "n1"}[a.Node]
+	for _, p := range cache.For(x.fsm, other).Probes {
+		if p.Resource == "dummy" {
+			t.Fatalf("%s still probes dummy: it would never stop its copy", other)
+		}
+	}
+	if len(cache.For(x.fsm, a.Node).Probes) != 1 {
+		t.Fatal("the adopting node lost its probe")
+	}
+	// Its copy gone, nothing more happens; no second start anywhere.
+	rn(a.Node, runningInst("dummy", 0, a.Epoch))
+	rn(other)
+	x.settle()
+	if b, _ := x.holder("dummy:0"); b.Node != a.Node || b.Epoch != a.Epoch {
+		t.Fatalf("moved after the extra copy stopped: %+v", b)
+	}
+}

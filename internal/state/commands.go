@@ -24,6 +24,10 @@ const (
 	CmdCleanup    = "cleanup"     // forget fail counts (and unblock)
 	CmdEvent      = "event"       // free-form event
 	CmdBatch      = "batch"       // several commands in one entry, applied in order
+	// CmdProbeRelease tells a node to stop an instance its probe found
+	// that the leader did not adopt (the resource leaves its probe list
+	// for that definition); ProbeKey names the definition.
+	CmdProbeRelease = "probe-release"
 )
 
 // wakeNotifyPeers bumps the node version of every node running an
@@ -88,6 +92,8 @@ type Command struct {
 	Block bool `json:"block,omitempty"`
 	// NoCount records a failure without counting it (onFail: ignore).
 	NoCount bool `json:"noCount,omitempty"`
+	// ProbeKey is the probed definition of a probe-release.
+	ProbeKey string `json:"probeKey,omitempty"`
 	// Freeze leaves the resource exactly as it is until cleanup (onFail: block).
 	Freeze bool `json:"freeze,omitempty"`
 	// Fatal sets the fail count to FailInfinity: the resource may not run
@@ -237,6 +243,10 @@ func (s *State) apply(idx uint64, c *Command) Result {
 		if n.Online != *c.Online {
 			n.Online = *c.Online
 			n.Since = c.Time
+			if n.Online {
+				// Back online (perhaps rebooted): it probes everything again.
+				delete(s.ProbeRelease, n.Name)
+			}
 			typ, msg := "node-online", "node "+n.Name+" is online"
 			if !n.Online {
 				typ, msg = "node-offline", "node "+n.Name+" is offline"
@@ -260,12 +270,24 @@ func (s *State) apply(idx uint64, c *Command) Result {
 			n.Maintenance = *c.Maintenance
 			s.addEvent(idx, c.Time, "node-maintenance", n.Name, "", fmt.Sprintf("node %s maintenance=%v (by %s)", n.Name, n.Maintenance, orUnknown(c.Author)), 0)
 		}
+	case CmdProbeRelease:
+		if _, ok := s.Nodes[c.NodeName]; !ok || c.Resource == "" || c.ProbeKey == "" {
+			res.Err = fmt.Errorf("%w: probe-release needs a known node, a resource and a key", ErrRejected)
+			break
+		}
+		if s.ProbeRelease[c.NodeName] == nil {
+			s.ProbeRelease[c.NodeName] = map[string]string{}
+		}
+		s.ProbeRelease[c.NodeName][c.Resource] = c.ProbeKey
+		s.NodeVersion[c.NodeName] = idx
+		s.addEvent(idx, c.Time, "resource-stop", c.NodeName, c.Resource, fmt.Sprintf("%s found running on %s by a probe, not wanted there: stopping it (%s)", c.Resource, c.NodeName, orUnknown(c.Reason)), 0)
 	case CmdNodeRemove:
 		if _, ok := s.Nodes[c.NodeName]; !ok {
 			res.Err = fmt.Errorf("%w: unknown node %q", ErrRejected, c.NodeName)
 			break
 		}
 		delete(s.Nodes, c.NodeName)
+		delete(s.ProbeRelease, c.NodeName)
 		for k, a := range s.Assignments {
 			if a.Node == c.NodeName {
 				delete(s.Assignments, k)

@@ -115,6 +115,10 @@ type State struct {
 	Fails map[string]map[string]*Fail `json:"fails,omitempty"`
 	// Blocked resources were stopped by onFail: stop and wait for cleanup.
 	Blocked map[string]string `json:"blocked,omitempty"`
+	// ProbeRelease[node][resource] is the probe key of an instance a probe
+	// found on node that the leader did not adopt: the resource leaves that
+	// node's probe list for that definition, and the node stops it.
+	ProbeRelease map[string]map[string]string `json:"probeRelease,omitempty"`
 	// Frozen resources failed with onFail: block: left exactly as they are
 	// (not stopped, not moved, not recovered) until cleanup.
 	Frozen map[string]string `json:"frozen,omitempty"`
@@ -137,13 +141,14 @@ type State struct {
 // New returns an empty state.
 func New() *State {
 	return &State{
-		Nodes:       map[string]*Node{},
-		Assignments: map[string]*Assignment{},
-		Fails:       map[string]map[string]*Fail{},
-		Blocked:     map[string]string{},
-		Frozen:      map[string]string{},
-		TokenHashes: map[string]string{},
-		NodeVersion: map[string]uint64{},
+		Nodes:        map[string]*Node{},
+		Assignments:  map[string]*Assignment{},
+		Fails:        map[string]map[string]*Fail{},
+		Blocked:      map[string]string{},
+		Frozen:       map[string]string{},
+		ProbeRelease: map[string]map[string]string{},
+		TokenHashes:  map[string]string{},
+		NodeVersion:  map[string]uint64{},
 	}
 }
 
@@ -176,6 +181,9 @@ func (s *State) fixNil() {
 	}
 	if s.Frozen == nil {
 		s.Frozen = map[string]string{}
+	}
+	if s.ProbeRelease == nil {
+		s.ProbeRelease = map[string]map[string]string{}
 	}
 	if s.TokenHashes == nil {
 		s.TokenHashes = map[string]string{}
