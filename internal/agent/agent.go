@@ -202,7 +202,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.holder = lease.NewHolder(a.lp)
 	a.exec = executor.New(executor.Config{Node: cfg.NodeName, Holder: a.holder, LogDir: filepath.Join(cfg.DataDir, "logs"),
 		Logger: a.log.With("sub", "executor"), Report: a.queueFailure, Cluster: cfg.ClusterName,
-		StateDir: filepath.Join(cfg.DataDir, "executor"), OCFRoot: cfg.Agents.OCFRoot, RscTmp: cfg.Agents.RscTmp, LSBDir: cfg.Agents.LSBDir,
+		StateDir: filepath.Join(cfg.DataDir, "executor"), OCFRoot: cfg.Agents.OCFRoot, RscTmp: cfg.Agents.RscTmp, LSBDir: cfg.Agents.LSBDir, ScriptEnv: cfg.Agents.Env,
 		Systemd: func(class string) (agents.Invoker, error) {
 			return systemd.New(strings.TrimPrefix(class, "systemd:"), systemd.Options{})
 		}})

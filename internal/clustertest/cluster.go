@@ -124,6 +124,10 @@ func New(t testing.TB, opts Options) *Cluster {
 		// Each in-process node keeps its own OCF agent state, as separate
 		// machines would.
 		cfg.Agents.RscTmp = filepath.Join(cfg.DataDir, "rsctmp")
+		cfg.Agents.Env = map[string]string{"HA_VARRUN": filepath.Join(cfg.DataDir, "run")}
+		if err := os.MkdirAll(cfg.Agents.Env["HA_VARRUN"], 0o755); err != nil {
+			t.Fatal(err)
+		}
 		cfg.BootstrapExpect = opts.N
 		cfg.JoinToken = c.Token
 		cfg.Lease.Duration, cfg.Lease.Margin = time.Second, 100*time.Millisecond

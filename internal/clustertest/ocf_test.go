@@ -12,7 +12,9 @@ import (
 func ocfSpec(c *Cluster) string {
 	return c.Spec(`  - name: db
     class: ocf:heartbeat:Dummy
-    operations: [{name: monitor, interval: 1s}]
+    # A crashed node's stop script may run this long after its lease ends:
+    # the leader waits that much before recovering it elsewhere.
+    operations: [{name: monitor, interval: 1s}, {name: stop, timeout: 2s}]
   - name: db-helper
     class: process
     params: {command: [sleep, "3600"]}
@@ -24,7 +26,8 @@ func ocfSpec(c *Cluster) string {
     class: ocf:pacemaker:Stateful
     mode: promotable
     replicas: 3
-    operations: [{name: monitor, interval: 1s, role: promoted}, {name: monitor, interval: 2s, role: unpromoted}]
+    operations: [{name: monitor, interval: 1s, role: promoted}, {name: monitor, interval: 2s, role: unpromoted},
+      {name: stop, timeout: 2s}, {name: demote, timeout: 2s}]
 groups:
   - {name: db-stack, members: [db, db-helper]}
 constraints:

@@ -58,6 +58,9 @@ type Agents struct {
 	RscTmp string `yaml:"rscTmp"`
 	// LSBDir holds init scripts (default /etc/init.d).
 	LSBDir string `yaml:"lsbDir"`
+	// Env is added to the environment of every OCF and LSB action (e.g.
+	// HA_VARRUN, where some agents keep state).
+	Env map[string]string `yaml:"env"`
 }
 
 // Ports are the agent's listening ports.
