@@ -48,6 +48,9 @@ import (
 
 // Agent is one running paceline agent.
 type Agent struct {
+	// sdBus is the shared systemd bus connection (made on first use).
+	sdOnce sync.Once
+	sdBus  *systemd.Bus
 	cfg       config.Config
 	log       *slog.Logger
 	joinToken string
@@ -204,7 +207,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		Logger: a.log.With("sub", "executor"), Report: a.queueFailure, Cluster: cfg.ClusterName,
 		StateDir: filepath.Join(cfg.DataDir, "executor"), OCFRoot: cfg.Agents.OCFRoot, RscTmp: cfg.Agents.RscTmp, LSBDir: cfg.Agents.LSBDir, ScriptEnv: cfg.Agents.Env,
 		Systemd: func(class string) (agents.Invoker, error) {
-			return systemd.New(strings.TrimPrefix(class, "systemd:"), systemd.Options{})
+			// One system-bus connection for every systemd unit, made on first use.
+			a.sdOnce.Do(func() { a.sdBus = systemd.NewBus("", a.log.With("sub", "systemd")) })
+			return systemd.New(strings.TrimPrefix(class, "systemd:"), systemd.Options{Bus: a.sdBus})
 		}})
 
 	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.Ports.API)))
@@ -291,8 +296,13 @@ func (a *Agent) crashStop(cancel context.CancelFunc, wg *sync.WaitGroup) {
 	a.closeIdle()
 }
 
-// closeIdle drops kept-alive client connections (their goroutines end).
+// closeIdle drops kept-alive client connections (their goroutines end)
+// and the systemd bus connection, if one was made.
 func (a *Agent) closeIdle() {
+	a.sdOnce.Do(func() {}) // no bus is made after this
+	if a.sdBus != nil {
+		a.sdBus.Close()
+	}
 	a.peer.HTTP.CloseIdleConnections()
 	if a.fwd != nil {
 		a.fwd.CloseIdleConnections()
