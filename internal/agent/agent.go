@@ -49,8 +49,8 @@ import (
 // Agent is one running paceline agent.
 type Agent struct {
 	// sdBus is the shared systemd bus connection (made on first use).
-	sdOnce sync.Once
-	sdBus  *systemd.Bus
+	sdOnce    sync.Once
+	sdBus     *systemd.Bus
 	cfg       config.Config
 	log       *slog.Logger
 	joinToken string
