@@ -293,11 +293,23 @@ func (d *decoder) strings(n *yaml.Node, path, example string) []string {
 
 // stringMap decodes a mapping of strings to strings; an empty mapping is the same as none.
 func (d *decoder) stringMap(n *yaml.Node, path, example string) map[string]string {
+	return mapOf(d, n, path, example, func(v *yaml.Node, p string) (string, bool) {
+		if isNull(v) {
+			d.fail(v, p, "expected a string, got null (write \"\" for an empty value)")
+			return "", false
+		}
+		return d.str(v, p), true
+	})
+}
+
+// mapOf decodes a mapping with plain-name keys whose values val decodes
+// (ok false: leave the key out); an empty mapping is the same as none.
+func mapOf[T any](d *decoder, n *yaml.Node, path, example string, val func(v *yaml.Node, p string) (T, bool)) map[string]T {
 	if n.Kind != yaml.MappingNode || n.ShortTag() != "!!map" {
 		d.fail(n, path, "expected a mapping (e.g. %s), got %s", example, describe(n))
 		return nil
 	}
-	var out map[string]string
+	var out map[string]T
 	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
@@ -313,14 +325,14 @@ func (d *decoder) stringMap(n *yaml.Node, path, example string) map[string]strin
 		}
 		seen[key] = k.Line
 		d.lines[child] = k.Line
-		if isNull(v) {
-			d.fail(v, child, "expected a string, got null (write \"\" for an empty value)")
+		x, ok := val(v, child)
+		if !ok {
 			continue
 		}
 		if out == nil {
-			out = map[string]string{}
+			out = map[string]T{}
 		}
-		out[key] = d.str(v, child)
+		out[key] = x
 	}
 	return out
 }
@@ -505,8 +517,11 @@ func quote(s string) string {
 	return strconv.Quote(s)
 }
 
-// suggest returns the candidate closest to s when it is close enough to be a likely typo.
-func suggest(s string, candidates []string) string {
+// Suggest returns the candidate closest to s when it is close enough to be
+// a likely typo ("" otherwise): a case-insensitive match, or one at most two
+// edits away (insertions, deletions, substitutions, swapped neighbours).
+// Every "did you mean" of paceline uses it.
+func Suggest(s string, candidates []string) string {
 	best, bestDist := "", 3
 	for _, c := range candidates {
 		if strings.EqualFold(s, c) {
@@ -519,25 +534,34 @@ func suggest(s string, candidates []string) string {
 	return best
 }
 
+func suggest(s string, candidates []string) string { return Suggest(s, candidates) }
+
+// editDistance is the optimal string alignment distance: insertions,
+// deletions, substitutions and transpositions of neighbours (the typo
+// "wbe" is one step from "web").
 func editDistance(a, b string) int {
 	if len(a) > 64 || len(b) > 64 {
 		return 1 << 30
 	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
 	}
 	for i := 1; i <= len(a); i++ {
-		cur[0] = i
 		for j := 1; j <= len(b); j++ {
 			cost := 1
 			if a[i-1] == b[j-1] {
 				cost = 0
 			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
 	}
-	return prev[len(b)]
+	return d[len(a)][len(b)]
 }

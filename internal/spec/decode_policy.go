@@ -14,32 +14,7 @@ func (d *decoder) boolPtr(n *yaml.Node, path string) *bool {
 
 // intMap decodes a mapping of names to whole numbers; an empty mapping is the same as none.
 func (d *decoder) intMap(n *yaml.Node, path, example string) map[string]int {
-	if n.Kind != yaml.MappingNode || n.ShortTag() != "!!map" {
-		d.fail(n, path, "expected a mapping (e.g. %s), got %s", example, describe(n))
-		return nil
-	}
-	var out map[string]int
-	seen := map[string]int{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!null" {
-			d.fail(k, path, "a key must be a plain name, got %s", describe(k))
-			continue
-		}
-		key := d.str(k, path)
-		child := join(path, key)
-		if first, dup := seen[key]; dup {
-			d.fail(k, child, "duplicate key %s (first at line %d); keep only one", quote(key), first)
-			continue
-		}
-		seen[key] = k.Line
-		d.lines[child] = k.Line
-		if out == nil {
-			out = map[string]int{}
-		}
-		out[key] = d.integer(v, child)
-	}
-	return out
+	return mapOf(d, n, path, example, func(v *yaml.Node, p string) (int, bool) { return d.integer(v, p), true })
 }
 
 // ParseScore reads a score as written: a whole number, INFINITY,
