@@ -7,11 +7,11 @@ package executor
 
 import (
 	"fmt"
+	"github.com/paceline/paceline/internal/lab/netnstest"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -211,40 +211,13 @@ http {
 // when the lease runs out, the address is gone before SelfFence returns.
 func TestRealIPaddr2SelfFence(t *testing.T) {
 	needAgent(t, "ocf:heartbeat:IPaddr2", "resource-agents")
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("ip not found: apt-get install iproute2")
-	}
-	ns := fmt.Sprintf("plexec%d", os.Getpid())
-	ip := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command("ip", args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Skipf("cannot create a network namespace: %v %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v %s", ns, err, out)
-		}
-	})
-	ip("-n", ns, "link", "add", "plxa", "type", "veth", "peer", "name", "plxb")
-	ip("-n", ns, "link", "set", "plxa", "up")
-	ip("-n", ns, "link", "set", "plxb", "up")
-	hasAddr := func() bool {
-		return strings.Contains(ip("-n", ns, "-4", "addr", "show", "dev", "plxa"), "10.252.0.100/24")
-	}
+	ns := netnstest.New(t, "plxe")
+	hasAddr := func() bool { return ns.HasAddr("10.252.0.100/24") }
 
-	r := newRig(t, func(c *Config) { c.OCFPrefix = []string{"ip", "netns", "exec", ns} })
+	r := newRig(t, func(c *Config) { c.OCFPrefix = ns.Exec() })
 	r.grant()
 	res := spec.Resource{Name: "vip", Class: "ocf:heartbeat:IPaddr2",
-		Params:     spec.Params{Values: map[string]string{"ip": "10.252.0.100", "cidr_netmask": "24", "nic": "plxa"}},
+		Params:     spec.Params{Values: map[string]string{"ip": "10.252.0.100", "cidr_netmask": "24", "nic": ns.A}},
 		Operations: []spec.Operation{{Name: "monitor", Interval: spec.Duration(200 * time.Millisecond)}}}
 	r.update(1, item(res, 0, 1))
 	waitUntil(t, "the address up", func() bool { return r.state("vip:0") == StateRunning && hasAddr() })

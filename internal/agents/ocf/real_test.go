@@ -6,6 +6,7 @@ package ocf
 
 import (
 	"fmt"
+	"github.com/paceline/paceline/internal/lab/netnstest"
 	"net"
 	"os"
 	"os/exec"
@@ -144,39 +145,11 @@ func TestRealStatefulCycle(t *testing.T) {
 // TestRealIPaddr2InNetns adds and removes an address with IPaddr2 inside a
 // network namespace of its own (ip netns exec, as in ocf-notes).
 func TestRealIPaddr2InNetns(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("ip not found: apt-get install iproute2")
-	}
-	ns := fmt.Sprintf("plocf%d", os.Getpid())
-	ip := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command("ip", args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Skipf("cannot create a network namespace: %v %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v %s", ns, err, out)
-		}
-	})
-	ip("-n", ns, "link", "add", "plva", "type", "veth", "peer", "name", "plvb")
-	ip("-n", ns, "link", "set", "plva", "up")
-	ip("-n", ns, "link", "set", "plvb", "up")
-	ip("-n", ns, "link", "set", "lo", "up")
-
-	a := realAgent(t, "ocf:heartbeat:IPaddr2", "resource-agents", Options{Prefix: []string{"ip", "netns", "exec", ns}})
-	inst := agents.Instance{Name: "vip", Params: map[string]string{"ip": "10.251.0.100", "cidr_netmask": "24", "nic": "plva"}}
-	hasAddr := func() bool {
-		return strings.Contains(ip("-n", ns, "-4", "addr", "show", "dev", "plva"), "10.251.0.100/24")
-	}
+	ns := netnstest.New(t, "plocf")
+	ip := ns.IP
+	a := realAgent(t, "ocf:heartbeat:IPaddr2", "resource-agents", Options{Prefix: ns.Exec()})
+	inst := agents.Instance{Name: "vip", Params: map[string]string{"ip": "10.251.0.100", "cidr_netmask": "24", "nic": ns.A}}
+	hasAddr := func() bool { return ns.HasAddr("10.251.0.100/24") }
 
 	run(t, a, agents.Monitor, inst, agents.OCFNotRunning)
 	run(t, a, agents.Start, inst, agents.OCFSuccess)
