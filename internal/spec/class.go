@@ -14,11 +14,14 @@ const (
 	KindOCF      = "ocf"     // ocf:PROVIDER:TYPE, an OCF resource agent
 	KindLSB      = "lsb"     // lsb:NAME, an init script in /etc/init.d
 	KindSystemd  = "systemd" // systemd:UNIT, a unit driven over D-Bus
+	// KindVIP is a virtual IP address held by the agent itself
+	// (internal/agents/vip); like process, it has no prefix.
+	KindVIP = "vip"
 )
 
 // ClassInfo is a parsed class string.
 type ClassInfo struct {
-	Kind     string // process, ocf, lsb or systemd
+	Kind     string // process, vip, ocf, lsb or systemd
 	Provider string // ocf only, e.g. heartbeat
 	Type     string // agent (ocf), script (lsb) or unit (systemd) name
 }
@@ -26,25 +29,27 @@ type ClassInfo struct {
 // String renders the class as written in a spec.
 func (c ClassInfo) String() string {
 	switch c.Kind {
-	case ClassProcess:
-		return ClassProcess
+	case ClassProcess, KindVIP:
+		return c.Kind
 	case KindOCF:
 		return "ocf:" + c.Provider + ":" + c.Type
 	}
 	return c.Kind + ":" + c.Type
 }
 
-// Script reports whether the class is driven by agent scripts or units
-// (ocf, lsb, systemd) rather than supervised directly.
+// Script reports whether the class is driven through an agents.Invoker
+// (ocf, lsb, systemd, and the built-in vip class) rather than supervised
+// directly: its params are a flat mapping of strings, it is probed and
+// checked by a monitor operation.
 func (c ClassInfo) Script() bool {
-	return c.Kind == KindOCF || c.Kind == KindLSB || c.Kind == KindSystemd
+	return c.Kind == KindOCF || c.Kind == KindLSB || c.Kind == KindSystemd || c.Kind == KindVIP
 }
 
-// ParseClass parses "process", "ocf:PROVIDER:TYPE", "lsb:NAME" or
+// ParseClass parses "process", "vip", "ocf:PROVIDER:TYPE", "lsb:NAME" or
 // "systemd:UNIT". The error says what to write instead.
 func ParseClass(s string) (ClassInfo, error) {
-	if s == ClassProcess {
-		return ClassInfo{Kind: ClassProcess}, nil
+	if s == ClassProcess || s == KindVIP {
+		return ClassInfo{Kind: s}, nil
 	}
 	parts := strings.Split(s, ":")
 	okName := func(x string) bool {
@@ -62,7 +67,7 @@ func ParseClass(s string) (ClassInfo, error) {
 		}
 		return ClassInfo{Kind: parts[0], Type: parts[1]}, nil
 	}
-	return ClassInfo{}, fmt.Errorf("class %s is not supported (supported: process, ocf:PROVIDER:TYPE, lsb:NAME, systemd:UNIT)", quote(s))
+	return ClassInfo{}, fmt.Errorf("class %s is not supported (supported: process, vip, ocf:PROVIDER:TYPE, lsb:NAME, systemd:UNIT)", quote(s))
 }
 
 // Info returns the parsed class; an invalid class yields Kind "".

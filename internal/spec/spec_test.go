@@ -263,7 +263,7 @@ func TestParseJSON(t *testing.T) {
 		{`{"apiVersion":"paceline/v1","cluster":{"name":"c1"},"resources":[{"name":"a","class":"process","params":{"command":["a"]},"replicas":"x"}]}`, `resources.replicas: expected int`},
 		{`{"apiVersion":"paceline/v1","cluster":{"name":"c1"},"resources":[{"name":"a","class":"process","params":{"command":["a"]},"failureTimeout":"2x"}]}`, `"2x" is not a duration`},
 		{`{"apiVersion":"paceline/v1","cluster":{"name":"c1"}} {}`, `exactly one JSON object`},
-		{`{"apiVersion":"paceline/v1","cluster":{"name":"c1"},"resources":[{"name":"a","class":"vip"}]}`, `resources[0].class: class "vip" is not supported (supported: process, ocf:PROVIDER:TYPE, lsb:NAME, systemd:UNIT)`},
+		{`{"apiVersion":"paceline/v1","cluster":{"name":"c1"},"resources":[{"name":"a","class":"vrrp"}]}`, `resources[0].class: class "vrrp" is not supported (supported: process, vip, ocf:PROVIDER:TYPE, lsb:NAME, systemd:UNIT)`},
 	} {
 		_, err := ParseJSON([]byte(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -137,7 +137,7 @@ var resourceRules = []rule[Resource]{
 	}},
 	{"class", func(r *Resource) *issue {
 		if r.Class == "" {
-			return bad("class is required (supported: process, ocf:PROVIDER:TYPE, lsb:NAME, systemd:UNIT)")
+			return bad("class is required (supported: process, vip, ocf:PROVIDER:TYPE, lsb:NAME, systemd:UNIT)")
 		}
 		return nil // checked in resourcePolicy
 	}},

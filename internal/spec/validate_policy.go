@@ -129,13 +129,14 @@ func (v *validator) resourcePolicy(p string, r *Resource) {
 				v.add(p+".params."+k, "%s is not a valid OCF parameter name (letters, digits and '_'; it becomes OCF_RESKEY_%s)", quote(k), k)
 			}
 		}
-		if info.Kind != KindOCF && len(r.Params.Values) > 0 {
+		if info.Kind != KindOCF && info.Kind != KindVIP && len(r.Params.Values) > 0 {
 			v.add(p+".params", "class %s takes no params (%s scripts and units have no parameters; configure them in their own files)", r.Class, info.Kind)
 		}
 		if r.Health != nil {
 			v.add(p+".health", "health is for class process; class %s is checked by its monitor operation (operations: [{name: monitor, interval: 10s}])", r.Class)
 		}
 	}
+	v.vipPolicy(p, r, info)
 	if r.Mode == ModePromotable && info.Kind != "" && info.Kind != KindOCF {
 		v.add(p+".mode", "mode promotable needs an OCF agent that implements promote and demote (class ocf:PROVIDER:TYPE); class %s cannot be promoted", r.Class)
 	}
