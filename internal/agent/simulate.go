@@ -1001,6 +1001,24 @@ func (a *Agent) Simulate(ctx context.Context, req api.SimulateRequest) (*api.Sim
 			sim.Nodes[i].Online = false
 		}
 	}
+	// On the leader, plan from what nodes report, as the leader does:
+	// instances running and their roles, probe finds, promotion scores.
+	if c := a.coordinator(); c != nil {
+		c.Observe(&in)
+		for k, n := range in.Running {
+			if down[n] {
+				delete(in.Running, k)
+				delete(in.RunningRoles, k)
+			}
+		}
+		var active []scheduler.Instance
+		for _, x := range in.Active {
+			if !down[x.Node] {
+				active = append(active, x)
+			}
+		}
+		in.Active = active
+	}
 	out, tr, err := plan(in)
 	if err != nil {
 		return nil, err

@@ -623,6 +623,15 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 	return now.Add(200 * time.Millisecond)
 }
 
+// Observe adds to in what live nodes report, as a planning round does
+// (for simulate and previews on the leader).
+func (c *Coordinator) Observe(in *scheduler.Input) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	c.observe(in, func(n string) bool { return c.released[n] || c.cfg.Table.Expired(n, now) })
+}
+
 // observe adds to in what live nodes report: instances running (and
 // their roles), instances found by probes outside any slot, and the
 // promotion preferences agents reported. Nodes that are gone run nothing.
