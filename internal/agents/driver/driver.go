@@ -44,6 +44,7 @@ import (
 	"github.com/paceline/paceline/internal/agents/lsb"
 	"github.com/paceline/paceline/internal/agents/ocf"
 	"github.com/paceline/paceline/internal/agents/process"
+	"github.com/paceline/paceline/internal/agents/vip"
 	"github.com/paceline/paceline/internal/spec"
 )
 
@@ -190,6 +191,9 @@ func (f *Factory) Invoker(class string) (agents.Invoker, error) {
 			return nil, fmt.Errorf("class %s is not supported by this agent: it was built or configured without the systemd class", class)
 		}
 		inv, err = f.opts.Systemd(class)
+	case spec.KindVIP:
+		// Built in (internal/agents/vip): no script, driven like one.
+		inv = vip.New(vip.Options{Logger: f.log})
 	default:
 		return nil, fmt.Errorf("class %q is not supported by this agent", class)
 	}

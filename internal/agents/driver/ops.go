@@ -26,6 +26,12 @@ type Op struct {
 // CIB; most agents advertise 10s).
 const DefaultMonitorInterval = 10 * time.Second
 
+// VIPStopTimeout is the stop timeout of a vip resource whose spec sets
+// none: the stop is one netlink request (microseconds to a millisecond),
+// and the leader waits this long beyond a lost holder's lease expiry
+// before it moves the address (FenceWait), so it must be small.
+const VIPStopTimeout = 200 * time.Millisecond
+
 // processStopSlack is added to a process's stopTimeout (SIGTERM → SIGKILL)
 // to bound the whole stop when no stop operation sets a timeout.
 const processStopSlack = 5 * time.Second
@@ -71,9 +77,10 @@ func specOp(res *spec.Resource, action agents.Action, role string, interval time
 
 // Resolve returns the operation for action on res: its timeout from the
 // spec's operation, else (process class) the process parameters, else the
-// agent's advertised timeout (md, may be nil), else spec.DefaultOpTimeout;
-// its onFail from the spec's operation, else block for stop, else the
-// resource's onFail, else restart. For a monitor, role and interval select
+// agent's advertised timeout (md, may be nil), else spec.DefaultOpTimeout
+// (a vip stop: VIPStopTimeout, before the meta-data); its onFail from the
+// spec's operation, else block for stop, else the resource's onFail, else
+// restart. For a monitor, role and interval select
 // the operation (interval 0: a probe, which takes a monitor's timeout).
 func Resolve(res *spec.Resource, action agents.Action, role string, interval time.Duration, md *ocf.Metadata) Op {
 	op := Op{Action: action, Interval: interval, Role: role}
@@ -97,6 +104,9 @@ func Resolve(res *spec.Resource, action agents.Action, role string, interval tim
 				op.Timeout = d + processStopSlack
 			}
 		}
+	}
+	if op.Timeout <= 0 && action == agents.Stop && res.Info().Kind == spec.KindVIP {
+		op.Timeout = VIPStopTimeout
 	}
 	if op.Timeout <= 0 && md != nil {
 		if d, ok := md.Timeout(string(action), mdRole(role), interval); ok {
@@ -161,9 +171,10 @@ func Monitor(res *spec.Resource, role string, md *ocf.Metadata) (Op, bool) {
 // be ending an instance of res (docs/safety.md, "Script classes"): the
 // process class is SIGKILLed at once (0); a script class runs its stop,
 // and a promoted instance its demote and, if that fails, its stop — each
-// bounded by the timeout the spec sets or spec.DefaultOpTimeout (never the
-// agent's advertised timeout, which the leader does not know: the
-// executor uses the same bounds when it self-fences, see FenceOp).
+// bounded by the timeout the spec sets or spec.DefaultOpTimeout (a vip
+// stop: VIPStopTimeout) — never the agent's advertised timeout, which the
+// leader does not know: the executor uses the same bounds when it
+// self-fences, see FenceOp.
 func FenceWait(res *spec.Resource) time.Duration {
 	if res.Info().Kind == spec.ClassProcess {
 		return 0
