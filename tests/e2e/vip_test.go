@@ -1,0 +1,244 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/paceline/paceline/api"
+	"github.com/paceline/paceline/internal/lab"
+	"github.com/paceline/paceline/internal/labcluster"
+)
+
+// newVIPCluster is newCluster with a fourth lab host, the client, that
+// runs no agent: it returns the 3-node cluster and the client host.
+func newVIPCluster(t *testing.T, tag string) (*cluster, *lab.Host) {
+	t.Helper()
+	requireLab(t)
+	name := fmt.Sprintf("pl%s%d", tag, os.Getpid()%100000)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := lab.Up(ctx, lab.Options{Name: name, Hosts: 4})
+	if err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	all := l.Hosts()
+	c := &cluster{t: t, l: l, hosts: all[:3]}
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv("PL_E2E_LOGS") != "" {
+			c.dumpLogs()
+		}
+		if err := l.Down(); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+	})
+	for _, h := range c.hosts {
+		if err := labcluster.StartAgent(l, h, labcluster.Options{Exe: exe}); err != nil {
+			t.Fatalf("start agent on %s: %v", h.Name, err)
+		}
+	}
+	rctx, rcancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer rcancel()
+	if err := labcluster.WaitReady(rctx, l, exe); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range c.hosts {
+		c.waitWhole(60*time.Second, h.Name, 0)
+	}
+	return c, all[3]
+}
+
+// run runs argv inside h and returns its output; it fails the test on error.
+func (c *cluster) run(h *lab.Host, argv ...string) string {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := c.l.Exec(ctx, h, argv...)
+	if err != nil {
+		c.t.Fatalf("%s on %s: %v\n%s", strings.Join(argv, " "), h.Name, err, out)
+	}
+	return string(out)
+}
+
+// mac returns the MAC address of h's lab interface.
+func (c *cluster) mac(h *lab.Host) string {
+	c.t.Helper()
+	f := strings.Fields(c.run(h, "ip", "-o", "link", "show", "dev", h.Iface))
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "link/ether" {
+			return f[i+1]
+		}
+	}
+	c.t.Fatalf("no MAC for %s %s", h.Name, h.Iface)
+	return ""
+}
+
+// neighMAC returns the MAC client caches for addr ("" if none) and the
+// entry's line.
+func (c *cluster) neighMAC(client *lab.Host, addr netip.Addr) (string, string) {
+	line := strings.TrimSpace(c.run(client, "ip", "neigh", "show", addr.String(), "dev", client.Iface))
+	f := strings.Fields(line)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "lladdr" {
+			return f[i+1], line
+		}
+	}
+	return "", line
+}
+
+// addrHolders lists the hosts whose lab interface carries addr.
+func (c *cluster) addrHolders(addr netip.Addr, except string) []string {
+	var hs []string
+	for _, h := range c.hosts {
+		if h.Name == except {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		b, err := c.l.Exec(ctx, h, "ip", "-o", "addr", "show", "dev", h.Iface)
+		cancel()
+		if err == nil && strings.Contains(string(b), " "+addr.String()+"/") {
+			hs = append(hs, h.Name)
+		}
+	}
+	return hs
+}
+
+// TestVIP drives the built-in vip class in a lab of three paceline hosts
+// and a client host (no agent) on the same segment:
+//
+//   - failover: the client's ARP entry for the address points at the
+//     holder; after the holder is crashed, it points at the new holder —
+//     moved by the new holder's gratuitous ARP, since the client sends
+//     nothing to the address after the crash (a STALE entry is not
+//     re-resolved without traffic);
+//   - an address another host (the client) already answers for is never
+//     taken: every start is refused by the ARP probe, with an event naming
+//     the MAC that answered;
+//   - an interface that does not exist is a configuration error, with an
+//     event that says so;
+//
+// and the failures leave the healthy address where it is. Deadlines are
+// generous; durations are logged, never asserted.
+func TestVIP(t *testing.T) {
+	c, client := newVIPCluster(t, "vip")
+	sub := c.l.Subnet()
+	nth := func(n int) netip.Addr {
+		a := sub.Addr()
+		for i := 0; i < n; i++ {
+			a = a.Next()
+		}
+		return a
+	}
+	vip, taken := nth(200), nth(201)
+	iface := c.hosts[0].Iface
+	resource := func(name string, addr netip.Addr, ifc string) string {
+		return fmt.Sprintf(`  - name: %s
+    class: vip
+    params: {address: "%s/%d", interface: %s, garpCount: "3", garpInterval: 100ms}
+    operations: [{name: monitor, interval: 1s}]
+`, name, addr, sub.Bits(), ifc)
+	}
+	head := fmt.Sprintf("apiVersion: paceline/v1\ncluster: {name: %s}\nresources:\n", labcluster.ClusterName)
+
+	// (a) failover seen from the client's ARP cache.
+	out := c.mustCLI(c.hosts[0], "apply", "-f", c.writeSpec("vip", head+resource("plvip", vip, iface)))
+	if !strings.Contains(out, "applied as version") {
+		t.Fatalf("apply:\n%s", out)
+	}
+	var first string
+	waitFor(t, 60*time.Second, "the address on exactly one host", func() bool {
+		hs := c.addrHolders(vip, "")
+		if len(hs) == 1 {
+			first = hs[0]
+		}
+		return len(hs) == 1
+	})
+	c.waitStatus(c.other(first), 30*time.Second, "plvip running on "+first, func(st *api.Status) bool {
+		hs := labcluster.Holders(st, "plvip")
+		return len(hs) == 1 && hs[0] == first
+	})
+	firstMAC := c.mac(c.host(first))
+	// One ping creates the client's entry (a gratuitous ARP only updates
+	// an existing one: arp_accept is 0).
+	c.run(client, "ping", "-c", "1", "-W", "5", vip.String())
+	if got, line := c.neighMAC(client, vip); got != firstMAC {
+		t.Fatalf("client caches %s at %q (%s), want the holder %s's %s", vip, got, line, first, firstMAC)
+	}
+	t.Logf("%s holds %s; the client caches %s", first, vip, firstMAC)
+
+	tKill := time.Now()
+	if err := labcluster.Kill(c.l, c.host(first)); err != nil {
+		t.Fatal(err)
+	}
+	var second, secondMAC string
+	waitFor(t, 60*time.Second, "the address on one surviving host", func() bool {
+		hs := c.addrHolders(vip, first)
+		if len(hs) == 1 {
+			second = hs[0]
+		}
+		return len(hs) == 1
+	})
+	tAddr := time.Now()
+	secondMAC = c.mac(c.host(second))
+	var line string
+	waitFor(t, 30*time.Second, "the client's ARP entry to point at the new holder", func() bool {
+		var got string
+		got, line = c.neighMAC(client, vip)
+		return got == secondMAC
+	})
+	t.Logf("after %s crashed: address on %s seen %v after the kill; client entry %q seen %v after the kill, without sending to the address",
+		first, second, tAddr.Sub(tKill).Round(time.Millisecond), line, time.Since(tKill).Round(time.Millisecond))
+	// Now the address answers from the new holder.
+	c.run(client, "ping", "-c", "1", "-W", "5", vip.String())
+
+	// (b) an address the client already holds, and (c) a missing interface.
+	c.run(client, "ip", "addr", "add", fmt.Sprintf("%s/%d", taken, sub.Bits()), "dev", client.Iface)
+	clientMAC := c.mac(client)
+	doc := head + resource("plvip", vip, iface) + resource("pltaken", taken, iface) + resource("plnoif", nth(202), "plnope0")
+	out = c.mustCLI(c.host(second), "apply", "-f", c.writeSpec("vip2", doc))
+	if !strings.Contains(out, "applied as version") {
+		t.Fatalf("apply:\n%s", out)
+	}
+	watcher := c.host(second)
+	waitFor(t, 60*time.Second, "events for pltaken (ARP probe answered by the client) and plnoif (no interface)", func() bool {
+		ev, err := c.cli(watcher, "events", "--json")
+		if err != nil {
+			return false
+		}
+		return strings.Contains(ev, "already in use") && strings.Contains(ev, clientMAC) && strings.Contains(ev, "interface plnope0 does not exist")
+	})
+	ev, _ := c.cli(watcher, "events")
+	for _, l := range strings.Split(ev, "\n") {
+		if strings.Contains(l, "pltaken") || strings.Contains(l, "plnoif") {
+			t.Logf("event: %s", strings.TrimSpace(l))
+		}
+	}
+	st, err := c.status(watcher)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("status: %s", describe(st))
+	if hs := c.addrHolders(taken, first); len(hs) > 0 {
+		t.Errorf("%s (answered by the client) was added on %v", taken, hs)
+	}
+	if hs := labcluster.Holders(st, "pltaken"); len(hs) > 0 {
+		t.Errorf("pltaken runs on %v although the client holds the address", hs)
+	}
+	if hs := labcluster.Holders(st, "plnoif"); len(hs) > 0 {
+		t.Errorf("plnoif runs on %v without its interface", hs)
+	}
+	// Nothing else stopped working: the healthy address stayed put.
+	if hs := c.addrHolders(vip, first); len(hs) != 1 || hs[0] != second {
+		t.Errorf("%s is on %v, want only %s", vip, hs, second)
+	}
+	if hs := labcluster.Holders(st, "plvip"); len(hs) != 1 || hs[0] != second {
+		t.Errorf("plvip runs on %v, want %s", hs, second)
+	}
+	if got, line := c.neighMAC(client, vip); got != secondMAC {
+		t.Errorf("client entry %q, want %s", line, secondMAC)
+	}
+}
