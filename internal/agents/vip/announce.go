@@ -72,10 +72,18 @@ func (s *arpSocket) send(pkt []byte, dst net.HardwareAddr) error {
 	return nil
 }
 
-// recv waits until deadline for an ARP packet; ok false at the deadline.
-func (s *arpSocket) recv(deadline time.Time, buf []byte) (n int, ok bool, err error) {
+// pollSlice bounds each wait in recv, so that a cancelled context (a
+// self-fence stop waiting for this start) is noticed within it.
+const pollSlice = 10 * time.Millisecond
+
+// recv waits until deadline (or ctx is done) for an ARP packet; ok false
+// at the deadline.
+func (s *arpSocket) recv(ctx context.Context, deadline time.Time, buf []byte) (n int, ok bool, err error) {
 	for {
-		left := time.Until(deadline)
+		if err := ctx.Err(); err != nil {
+			return 0, false, err
+		}
+		left := min(time.Until(deadline), pollSlice)
 		if left <= 0 {
 			return 0, false, nil
 		}
@@ -141,7 +149,7 @@ func probeARP(ctx context.Context, ifindex int, mac net.HardwareAddr, ip netip.A
 		}
 		deadline := time.Now().Add(probeWait)
 		for {
-			n, ok, err := s.recv(deadline, buf)
+			n, ok, err := s.recv(ctx, deadline, buf)
 			if err != nil {
 				return err
 			}

@@ -224,9 +224,11 @@ func TestInNamespace(t *testing.T) {
 	if r := run(agents.Monitor, v4); r.Code != agents.OCFSuccess {
 		t.Errorf("monitor: %+v", r)
 	}
-	if r := run(agents.Stop, v4); r.Code != agents.OCFSuccess {
+	r = run(agents.Stop, v4)
+	if r.Code != agents.OCFSuccess {
 		t.Errorf("stop: %+v", r)
 	}
+	t.Logf("stop took %s", r.Duration)
 	if has("10.77.0.100/24") {
 		t.Error("10.77.0.100 still on plva0 after stop")
 	}
@@ -235,6 +237,29 @@ func TestInNamespace(t *testing.T) {
 	}
 	if r := run(agents.Stop, v4); r.Code != agents.OCFSuccess {
 		t.Errorf("second stop: %+v", r)
+	}
+
+	// A start cancelled during its probe (a self-fence) ends at once; a
+	// stop that comes while a start runs waits for it, so the address is
+	// gone after both.
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	r = a.Run(cctx, agents.Start, agents.Instance{Name: "v", Params: v4}, 5*time.Second)
+	cancel()
+	if r.Status == agents.StatusSuccess || r.Duration > time.Second {
+		t.Errorf("start cancelled during the probe: %+v", r)
+	}
+	t.Logf("cancelled start returned after %s: %s", r.Duration, r.Reason)
+	started := make(chan agents.Result, 1)
+	go func() { started <- run(agents.Start, v4) }()
+	time.Sleep(20 * time.Millisecond)
+	if r := run(agents.Stop, v4); r.Code != agents.OCFSuccess {
+		t.Errorf("stop during a start: %+v", r)
+	}
+	if r := <-started; r.Code != agents.OCFSuccess {
+		t.Errorf("start with a stop behind it: %+v", r)
+	}
+	if has("10.77.0.100/24") {
+		t.Error("10.77.0.100 on plva0 after a stop that followed a start")
 	}
 
 	// Refresh: the entry is put back by the periodic re-announcement.
