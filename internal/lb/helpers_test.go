@@ -110,7 +110,7 @@ func nameOnce(t *testing.T, addr string) string {
 }
 
 // httpServer is a real HTTP server on loopback answering with its name.
-func newHTTPServer(t *testing.T, name string, h http.HandlerFunc) (string, *http.Server) {
+func newHTTPServer(t *testing.T, name string, h http.HandlerFunc, opts ...func(*http.Server)) (string, *http.Server) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -123,6 +123,9 @@ func newHTTPServer(t *testing.T, name string, h http.HandlerFunc) (string, *http
 		}
 	}
 	srv := &http.Server{Handler: h}
+	for _, o := range opts {
+		o(srv)
+	}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String(), srv

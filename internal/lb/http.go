@@ -37,7 +37,7 @@ func (b *bufPool) Put(v []byte) { b.p.Put(&v) }
 
 var buffers = &bufPool{}
 
-func (l *LB) serveHTTP(f *frontend) {
+func (l *LB) newHTTPServer(f *frontend) *http.Server {
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetXForwarded()
@@ -84,8 +84,6 @@ func (l *LB) serveHTTP(f *frontend) {
 	if f.cfg.H2C {
 		srv.Protocols.SetUnencryptedHTTP2(true)
 	}
-	f.srv = srv
-	var err error
 	if f.cfg.TLS != nil {
 		srv.Protocols.SetHTTP2(true)
 		srv.TLSConfig = &tls.Config{
@@ -94,6 +92,14 @@ func (l *LB) serveHTTP(f *frontend) {
 				return f.cert.Load(), nil
 			},
 		}
+	}
+	return srv
+}
+
+func (l *LB) serveHTTP(f *frontend) {
+	srv := f.srv
+	var err error
+	if f.cfg.TLS != nil {
 		err = srv.ServeTLS(f.ln, "", "")
 	} else {
 		err = srv.Serve(f.ln)

@@ -121,7 +121,7 @@ func (l *LB) apply(cfg *Config) error {
 	// (a frontend may move its mode on the same address).
 	for i, fc := range cfg.Frontends {
 		want[fc.Name] = true
-		if f := l.frontends[fc.Name]; f != nil && !sameListener(f.cfg, fc) {
+		if f := l.frontends[fc.Name]; f != nil && !sameListener(f, fc) {
 			l.stopFrontend(f)
 			delete(l.frontends, fc.Name)
 		}
@@ -164,9 +164,12 @@ func (l *LB) apply(cfg *Config) error {
 	return errors.Join(errs...)
 }
 
-func sameListener(a, b Frontend) bool {
-	return a.Bind == b.Bind && a.Mode == b.Mode && a.H2C == b.H2C && (a.TLS == nil) == (b.TLS == nil) &&
-		(a.Mode == "tcp" || a.ClientTimeout == b.ClientTimeout)
+// sameListener: the frontend keeps its listener (and its established
+// connections) under the new config. A bind with port 0 matches the address
+// it got. In http mode client_timeout is fixed while the listener lives.
+func sameListener(f *frontend, b Frontend) bool {
+	a := f.cfg
+	return (a.Bind == b.Bind || f.ln.Addr().String() == b.Bind) && a.Mode == b.Mode && a.H2C == b.H2C && (a.TLS == nil) == (b.TLS == nil)
 }
 
 func (l *LB) startFrontend(field string, fc Frontend, b *backend) (*frontend, error) {
@@ -188,6 +191,7 @@ func (l *LB) startFrontend(field string, fc Frontend, b *backend) (*frontend, er
 	l.log.Info("frontend listening", "frontend", fc.Name, "addr", ln.Addr().String(), "mode", fc.Mode)
 	l.wg.Add(1)
 	if fc.Mode == "http" {
+		f.srv = l.newHTTPServer(f)
 		go func() { defer l.wg.Done(); defer close(f.done); l.serveHTTP(f) }()
 	} else {
 		go func() { defer l.wg.Done(); defer close(f.done); l.acceptTCP(f) }()
@@ -197,6 +201,7 @@ func (l *LB) startFrontend(field string, fc Frontend, b *backend) (*frontend, er
 
 // stopFrontend closes the listener; established connections continue.
 func (l *LB) stopFrontend(f *frontend) {
+	f.ln.Close() // synchronously: a new frontend may bind the same address
 	if f.srv != nil {
 		// Shutdown closes the listener and idle keep-alive connections and
 		// lets requests in flight finish.
@@ -205,9 +210,7 @@ func (l *LB) stopFrontend(f *frontend) {
 			defer cancel()
 			f.srv.Shutdown(ctx)
 		}()
-		return
 	}
-	f.ln.Close()
 }
 
 func (l *LB) updateBackend(b *backend, bc *Backend) {

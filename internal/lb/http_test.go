@@ -1,0 +1,403 @@
+package lb
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func httpConfig(servers ...Server) Config {
+	return Config{
+		Frontends: []Frontend{{Name: "fe", Bind: "127.0.0.1:0", Mode: "http", Backend: "be"}},
+		Backends:  []Backend{{Name: "be", Servers: servers}},
+	}
+}
+
+func get(t *testing.T, c *http.Client, url string, hdr ...string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func TestHTTPProxyHeadersAndKeepAlive(t *testing.T) {
+	var conns atomic.Int64
+	var mu sync.Mutex
+	var seen http.Header
+	var host string
+	addr, _ := newHTTPServer(t, "a", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen, host = r.Header.Clone(), r.Host
+		mu.Unlock()
+		io.WriteString(w, "a")
+	}, func(srv *http.Server) {
+		srv.ConnState = func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				conns.Add(1)
+			}
+		}
+	})
+	l := mustNew(t, httpConfig(Server{Name: "a", Address: addr}))
+	url := "http://" + l.Addr("fe").String() + "/x"
+	c := &http.Client{Timeout: 5 * time.Second}
+	for range 50 {
+		if resp, body := get(t, c, url); resp.StatusCode != 200 || body != "a" {
+			t.Fatalf("%d %q", resp.StatusCode, body)
+		}
+	}
+	if n := conns.Load(); n > 2 {
+		t.Fatalf("%d backend connections for 50 sequential requests: no keep-alive pool", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if seen.Get("X-Forwarded-For") != "127.0.0.1" || seen.Get("X-Forwarded-Proto") != "http" {
+		t.Fatalf("forwarded headers: %v", seen)
+	}
+	if host != l.Addr("fe").String() {
+		t.Fatalf("Host %q not preserved", host)
+	}
+}
+
+func TestHTTPCookieAndSourceStickiness(t *testing.T) {
+	var cookieLeak atomic.Bool
+	h := func(name string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if _, err := r.Cookie("SRV"); err == nil {
+				cookieLeak.Store(true)
+			}
+			io.WriteString(w, name)
+		}
+	}
+	a, _ := newHTTPServer(t, "a", h("a"))
+	b, _ := newHTTPServer(t, "b", h("b"))
+	cfg := httpConfig(Server{Name: "a", Address: a}, Server{Name: "b", Address: b})
+	cfg.Backends[0].Stick = "cookie"
+	cfg.Backends[0].Cookie = "SRV"
+	l := mustNew(t, cfg)
+	url := "http://" + l.Addr("fe").String() + "/"
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, first := get(t, c, url)
+	var ck *http.Cookie
+	for _, x := range resp.Cookies() {
+		if x.Name == "SRV" {
+			ck = x
+		}
+	}
+	if ck == nil || ck.Value != first {
+		t.Fatalf("no SRV cookie naming %s: %v", first, resp.Header)
+	}
+	for range 10 {
+		resp, body := get(t, c, url, "Cookie", "other=1; SRV="+ck.Value)
+		if body != first {
+			t.Fatalf("cookie to %s, got %s", first, body)
+		}
+		if len(resp.Cookies()) != 0 {
+			t.Fatal("cookie inserted again although it was valid")
+		}
+	}
+	if cookieLeak.Load() {
+		t.Fatal("the stickiness cookie was forwarded to the server")
+	}
+	// Without the cookie: round robin.
+	got := map[string]int{}
+	for range 10 {
+		_, body := get(t, c, url)
+		got[body]++
+	}
+	if got["a"] != 5 || got["b"] != 5 {
+		t.Fatalf("without cookie: %v", got)
+	}
+	// Source stickiness.
+	cfg.Backends[0].Stick = "source"
+	cfg.Frontends[0].Bind = l.Addr("fe").String()
+	if err := l.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	_, first = get(t, c, url)
+	for range 10 {
+		if _, body := get(t, c, url); body != first {
+			t.Fatalf("source stickiness: %s then %s", first, body)
+		}
+	}
+}
+
+func writeCert(t *testing.T, dir string) (string, string) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "lb.test"},
+		DNSNames: []string{"lb.test"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	cf, kf := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(cf, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(kf, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+	return cf, kf
+}
+
+func TestHTTPTLSTerminationH2AndBadCert(t *testing.T) {
+	var proto atomic.Value
+	a, _ := newHTTPServer(t, "a", func(w http.ResponseWriter, r *http.Request) {
+		proto.Store(r.Header.Get("X-Forwarded-Proto"))
+		io.WriteString(w, "a")
+	})
+	dir := t.TempDir()
+	cf, kf := writeCert(t, dir)
+	bad := filepath.Join(dir, "bad.pem")
+	os.WriteFile(bad, []byte("-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n"), 0o644)
+	cfg := httpConfig(Server{Name: "a", Address: a})
+	cfg.Frontends = append(cfg.Frontends,
+		Frontend{Name: "tls", Bind: "127.0.0.1:0", Mode: "http", Backend: "be", TLS: &TLS{CertFile: cf, KeyFile: kf}},
+		Frontend{Name: "badtls", Bind: "127.0.0.1:0", Mode: "http", Backend: "be", TLS: &TLS{CertFile: bad, KeyFile: kf}},
+		Frontend{Name: "swapped", Bind: "127.0.0.1:0", Mode: "http", Backend: "be", TLS: &TLS{CertFile: kf, KeyFile: cf}},
+		Frontend{Name: "h2c", Bind: "127.0.0.1:0", Mode: "http", Backend: "be", H2C: true})
+	l, err := New(cfg, testLogger(t), nil)
+	if l == nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err == nil || !strings.Contains(err.Error(), "frontends[2](badtls).tls.cert_file") ||
+		!strings.Contains(err.Error(), "frontends[3](swapped).tls.cert_file") || !strings.Contains(err.Error(), "swapped?") {
+		t.Fatalf("malformed certificates not explained: %v", err)
+	}
+	t.Log(err)
+	for _, f := range l.Status().Frontends {
+		if (f.Name == "badtls") != (f.Error != "") && (f.Name == "swapped") != (f.Error != "") {
+			t.Fatalf("status %+v", f)
+		}
+	}
+	// HTTP/2 over TLS.
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
+	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	resp, body := get(t, c, "https://"+l.Addr("tls").String()+"/")
+	if resp.ProtoMajor != 2 || body != "a" || proto.Load() != "https" {
+		t.Fatalf("TLS: proto %s body %q xfp %v", resp.Proto, body, proto.Load())
+	}
+	// HTTP/1.1 over TLS still works.
+	c1 := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}}
+	if resp, _ := get(t, c1, "https://"+l.Addr("tls").String()+"/"); resp.ProtoMajor != 1 {
+		t.Fatal(resp.Proto)
+	}
+	// h2c prior knowledge.
+	h2c := &http.Transport{Protocols: new(http.Protocols)}
+	h2c.Protocols.SetUnencryptedHTTP2(true)
+	if resp, body := get(t, &http.Client{Transport: h2c}, "http://"+l.Addr("h2c").String()+"/"); resp.ProtoMajor != 2 || body != "a" {
+		t.Fatalf("h2c: %s %q", resp.Proto, body)
+	}
+	// Plain frontend works.
+	if _, body := get(t, http.DefaultClient, "http://"+l.Addr("fe").String()+"/"); body != "a" {
+		t.Fatal(body)
+	}
+	// Replacing a good certificate with a malformed one keeps the old one.
+	cfg.Frontends[1].Bind = l.Addr("tls").String()
+	cfg.Frontends[1].TLS = &TLS{CertFile: bad, KeyFile: kf}
+	cfg.Frontends[0].Bind = l.Addr("fe").String()
+	if err := l.Update(cfg); err == nil || !strings.Contains(err.Error(), "keeps its previous certificate") {
+		t.Fatalf("update with a bad cert: %v", err)
+	}
+	tr.CloseIdleConnections()
+	if resp, _ := get(t, c, "https://"+l.Addr("tls").String()+"/"); resp.StatusCode != 200 {
+		t.Fatal(resp.Status)
+	}
+}
+
+// proxyServer is a raw TCP server that reads a PROXY header, then answers
+// an HTTP request with the header it saw.
+func proxyServer(t *testing.T, hdr chan<- []byte) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				r := bufio.NewReader(c)
+				b, _ := r.Peek(12)
+				var h []byte
+				if string(b) == string(proxyV2Sig) {
+					h = make([]byte, 16)
+					io.ReadFull(r, h)
+					rest := make([]byte, int(h[14])<<8|int(h[15]))
+					io.ReadFull(r, rest)
+					h = append(h, rest...)
+				} else {
+					line, _ := r.ReadString('\n')
+					h = []byte(line)
+				}
+				hdr <- h
+				req, err := http.ReadRequest(r)
+				if err != nil {
+					io.WriteString(c, "tcp\n")
+					return
+				}
+				req.Body.Close()
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestProxyProtocol(t *testing.T) {
+	hdr := make(chan []byte, 10)
+	p := proxyServer(t, hdr)
+	for _, v := range []int{1, 2} {
+		for _, mode := range []string{"tcp", "http"} {
+			cfg := httpConfig(Server{Name: "p", Address: p})
+			cfg.Frontends[0].Mode = mode
+			cfg.Backends[0].ProxyProtocol = v
+			l := mustNew(t, cfg)
+			fe := l.Addr("fe").(*net.TCPAddr)
+			c, err := net.Dial("tcp", fe.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			c.Read(make([]byte, 100))
+			local := c.LocalAddr().(*net.TCPAddr)
+			c.Close()
+			var h []byte
+			select {
+			case h = <-hdr:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("v%d %s: no connection", v, mode)
+			}
+			if v == 1 {
+				want := fmt.Sprintf("PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n", local.Port, fe.Port)
+				if string(h) != want {
+					t.Fatalf("v1 %s: %q, want %q", mode, h, want)
+				}
+			} else {
+				if len(h) != 28 || h[12] != 0x21 || h[13] != 0x11 || int(h[24])<<8|int(h[25]) != local.Port || int(h[26])<<8|int(h[27]) != fe.Port {
+					t.Fatalf("v2 %s: %x", mode, h)
+				}
+			}
+			l.Close()
+		}
+	}
+}
+
+func TestHTTPRetryQueueAndLiveChangesUnderLoad(t *testing.T) {
+	a, _ := newHTTPServer(t, "a", nil)
+	b, _ := newHTTPServer(t, "b", nil)
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	cfg := httpConfig(Server{Name: "dead", Address: deadAddr}, Server{Name: "a", Address: a}, Server{Name: "b", Address: b})
+	cfg.Backends[0].Redispatch = true
+	l := mustNew(t, cfg)
+	url := "http://" + l.Addr("fe").String() + "/"
+	cfg.Frontends[0].Bind = l.Addr("fe").String()
+
+	// Load: 4 clients, bounded to 3 s and 20000 requests.
+	var ok, failed atomic.Int64
+	var lastErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(3 * time.Second)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{Timeout: 5 * time.Second}
+			for i := 0; i < 5000 && time.Now().Before(deadline); i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := c.Get(url)
+				if err != nil {
+					failed.Add(1)
+					lastErr.Store(err.Error())
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failed.Add(1)
+					lastErr.Store(resp.Status)
+				} else {
+					ok.Add(1)
+				}
+			}
+		}()
+	}
+	step := func(f func()) {
+		time.Sleep(150 * time.Millisecond)
+		f()
+		if err := l.Update(cfg); err != nil {
+			t.Error(err)
+		}
+	}
+	step(func() { cfg.Backends[0].Servers[1].Drain = true })       // drain a
+	step(func() { cfg.Backends[0].Servers[1].Maintenance = true }) // maintenance a
+	step(func() { cfg.Backends[0].Servers = cfg.Backends[0].Servers[1:] })
+	step(func() { cfg.Backends[0].Servers[0] = Server{Name: "a", Address: a} }) // back
+	step(func() { cfg.Backends[0].Balance = "leastconn" })
+	step(func() { cfg.Backends[0].Servers = cfg.Backends[0].Servers[1:] }) // only b
+	close(stop)
+	wg.Wait()
+	t.Logf("%d requests ok, %d failed", ok.Load(), failed.Load())
+	if failed.Load() != 0 || ok.Load() < 100 {
+		t.Fatalf("%d failed (last: %v), %d ok", failed.Load(), lastErr.Load(), ok.Load())
+	}
+
+	// maxconn queue: one slot, a slow request holds it; the next waits
+	// past the queue timeout and gets 503.
+	release := make(chan struct{})
+	slow, _ := newHTTPServer(t, "slow", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-time.After(5 * time.Second):
+		}
+		io.WriteString(w, "slow")
+	})
+	cfg.Backends[0].Servers = []Server{{Name: "slow", Address: slow, MaxConn: 1}}
+	cfg.Backends[0].QueueTimeout = 200 * time.Millisecond
+	if err := l.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	go http.Get(url)
+	time.Sleep(100 * time.Millisecond)
+	resp, _ := get(t, http.DefaultClient, url)
+	if resp.StatusCode != 503 {
+		t.Fatalf("queued request past the queue timeout: %s, want 503", resp.Status)
+	}
+	close(release)
+}
