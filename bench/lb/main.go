@@ -19,6 +19,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,7 +33,7 @@ var (
 	duration = flag.Duration("duration", 5*time.Second, "wrk duration per run (1s..60s)")
 	conns    = flag.Int("conns", 50, "wrk connections")
 	threads  = flag.Int("threads", 1, "wrk threads")
-	rounds   = flag.Int("rounds", 1, "runs per target; the best requests/s is kept (1..5)")
+	rounds   = flag.Int("rounds", 3, "rounds; each runs every target once, HAProxy and paceline interleaved; the median is kept (1..9)")
 	body     = flag.Int("body", 64, "response body size in bytes")
 	backends = flag.Int("backends", 2, "number of backend HTTP servers")
 	childCfg = flag.String("child-lb", "", "internal: run the load balancer with this JSON config")
@@ -47,8 +49,8 @@ func main() {
 	if *duration < time.Second || *duration > time.Minute {
 		fatal("-duration must be within 1s..60s")
 	}
-	if *rounds < 1 || *rounds > 5 {
-		fatal("-rounds must be within 1..5")
+	if *rounds < 1 || *rounds > 9 {
+		fatal("-rounds must be within 1..9")
 	}
 	if err := run(); err != nil {
 		fatal(err.Error())
@@ -75,6 +77,14 @@ func child(file string) {
 	l, err := lb.New(cfg, log, nil)
 	if err != nil {
 		fatal(err.Error())
+	}
+	if f := os.Getenv("BENCH_LB_CPUPROFILE"); f != "" {
+		out, err := os.Create(f)
+		if err != nil {
+			fatal(err.Error())
+		}
+		pprof.StartCPUProfile(out)
+		defer pprof.StopCPUProfile()
 	}
 	fmt.Println("ready")
 	ch := make(chan os.Signal, 1)
@@ -123,37 +133,37 @@ var (
 )
 
 func wrk(name, url string) (result, error) {
-	best := result{name: name}
-	for range *rounds {
-		ctx, cancel := context.WithTimeout(context.Background(), *duration+30*time.Second)
-		out, err := exec.CommandContext(ctx, "wrk", "-t", strconv.Itoa(*threads), "-c", strconv.Itoa(*conns),
-			"-d", fmt.Sprintf("%ds", int(duration.Seconds())), "--latency", url).CombinedOutput()
-		cancel()
-		if err != nil {
-			return best, fmt.Errorf("wrk %s: %v\n%s", name, err, out)
-		}
-		r := result{name: name}
-		if m := reRPS.FindSubmatch(out); m != nil {
-			r.rps, _ = strconv.ParseFloat(string(m[1]), 64)
-		}
-		if m := reP99.FindSubmatch(out); m != nil {
-			v, _ := strconv.ParseFloat(string(m[1]), 64)
-			unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[string(m[2])]
-			r.p99 = time.Duration(v * float64(unit))
-		}
-		if m := reReqs.FindSubmatch(out); m != nil {
-			r.requests, _ = strconv.Atoi(string(m[1]))
-		}
-		var errs []string
-		for _, m := range reErrs.FindAll(out, -1) {
-			errs = append(errs, string(m))
-		}
-		r.errs = strings.Join(errs, "; ")
-		if r.rps > best.rps {
-			best = r
-		}
+	r := result{name: name}
+	ctx, cancel := context.WithTimeout(context.Background(), *duration+30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "wrk", "-t", strconv.Itoa(*threads), "-c", strconv.Itoa(*conns),
+		"-d", fmt.Sprintf("%ds", int(duration.Seconds())), "--latency", url).CombinedOutput()
+	if err != nil {
+		return r, fmt.Errorf("wrk %s: %v\n%s", name, err, out)
 	}
-	return best, nil
+	if m := reRPS.FindSubmatch(out); m != nil {
+		r.rps, _ = strconv.ParseFloat(string(m[1]), 64)
+	}
+	if m := reP99.FindSubmatch(out); m != nil {
+		v, _ := strconv.ParseFloat(string(m[1]), 64)
+		unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[string(m[2])]
+		r.p99 = time.Duration(v * float64(unit))
+	}
+	if m := reReqs.FindSubmatch(out); m != nil {
+		r.requests, _ = strconv.Atoi(string(m[1]))
+	}
+	var errs []string
+	for _, m := range reErrs.FindAll(out, -1) {
+		errs = append(errs, string(m))
+	}
+	r.errs = strings.Join(errs, "; ")
+	return r, nil
+}
+
+// median keeps the run with the median requests/s.
+func median(rs []result) result {
+	sort.Slice(rs, func(i, j int) bool { return rs[i].rps < rs[j].rps })
+	return rs[len(rs)/2]
 }
 
 func startChild(name string, cmd *exec.Cmd, addrs ...string) (func(), error) {
@@ -208,13 +218,6 @@ func run() error {
 		servers = append(servers, lb.Server{Name: fmt.Sprintf("s%d", i+1), Address: ln.Addr().String()})
 	}
 
-	results := []result{}
-	r, err := wrk("direct", "http://"+servers[0].Address+"/")
-	if err != nil {
-		return err
-	}
-	results = append(results, r)
-
 	// HAProxy.
 	haTCP, haHTTP := freeAddr(), freeAddr()
 	var srvLines strings.Builder
@@ -246,6 +249,7 @@ backend bk_http
 	haFile := filepath.Join(dir, "haproxy.cfg")
 	os.WriteFile(haFile, []byte(haCfg), 0o644)
 	haVersion := "not run"
+	targets := [][2]string{{"direct", "http://" + servers[0].Address + "/"}}
 	if _, err := exec.LookPath(*haproxy); err != nil {
 		fmt.Fprintln(os.Stderr, "haproxy not found (apt-get install haproxy); skipping it")
 	} else {
@@ -256,15 +260,7 @@ backend bk_http
 		if err != nil {
 			return err
 		}
-		for _, t := range [][2]string{{"haproxy tcp", haTCP}, {"haproxy http", haHTTP}} {
-			r, err := wrk(t[0], "http://"+t[1]+"/")
-			if err != nil {
-				stop()
-				return err
-			}
-			results = append(results, r)
-		}
-		stop()
+		defer stop()
 	}
 
 	// paceline, in a child process with GOMAXPROCS=1.
@@ -289,18 +285,34 @@ backend bk_http
 	if err != nil {
 		return err
 	}
-	for _, t := range [][2]string{{"paceline tcp", plTCP}, {"paceline http", plHTTP}} {
-		r, err := wrk(t[0], "http://"+t[1]+"/")
-		if err != nil {
-			stop()
-			return err
-		}
-		results = append(results, r)
+	defer stop()
+	if haVersion != "not run" {
+		targets = append(targets, [2]string{"haproxy tcp", "http://" + haTCP + "/"})
 	}
-	stop()
+	targets = append(targets, [2]string{"paceline tcp", "http://" + plTCP + "/"})
+	if haVersion != "not run" {
+		targets = append(targets, [2]string{"haproxy http", "http://" + haHTTP + "/"})
+	}
+	targets = append(targets, [2]string{"paceline http", "http://" + plHTTP + "/"})
+
+	runs := map[string][]result{}
+	for round := range *rounds {
+		for _, t := range targets {
+			r, err := wrk(t[0], t[1])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "round %d %-14s %8.0f req/s p99 %s\n", round+1, t[0], r.rps, r.p99)
+			runs[t[0]] = append(runs[t[0]], r)
+		}
+	}
+	var results []result
+	for _, t := range targets {
+		results = append(results, median(runs[t[0]]))
+	}
 
 	// Report.
-	fmt.Printf("bench/lb: wrk -t%d -c%d -d%s --latency, %d-byte responses, %d Go backend(s), %d round(s) (best kept), %d CPUs\n",
+	fmt.Printf("bench/lb: wrk -t%d -c%d -d%s --latency, %d-byte responses, %d Go backend(s), %d round(s) (median kept), %d CPUs\n",
 		*threads, *conns, *duration, *body, *backends, *rounds, runtime.NumCPU())
 	fmt.Printf("haproxy: %s (nbthread 1); paceline lb: GOMAXPROCS=1\n\n", haVersion)
 	fmt.Printf("%-14s %12s %10s  %s\n", "target", "requests/s", "p99", "errors")
