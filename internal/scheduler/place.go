@@ -587,9 +587,12 @@ func (p *planner) unusable(r *spec.Resource, n *Node) string {
 // that r goes where its dependents can run too. The merge is dropped when
 // it would leave r nowhere to run.
 func (p *planner) mergeDependents(r *spec.Resource, w []spec.Score) {
-	var merged []spec.Score
+	// One dependent at a time, like Pacemaker: a dependent whose merge
+	// would leave r nowhere to run is skipped, the others still count.
+	// Negative colocations push r away from where their dependent wants
+	// to be.
 	for _, c := range p.colByPrimary[r.Name] {
-		if c.Score <= 0 || c.DepRole == spec.RolePromoted || c.PrimaryRole != "" {
+		if c.Score == 0 || c.DepRole == spec.RolePromoted || c.PrimaryRole != "" {
 			continue
 		}
 		dep := p.res[c.Dep]
@@ -601,28 +604,28 @@ func (p *planner) mergeDependents(r *spec.Resource, w []spec.Score) {
 		// a finite score scales them down to nothing after one step.
 		dw := p.weights(dep, c.Score >= spec.Infinity, r.Name)
 		p.state[dep.Name] = 0
-		if merged == nil {
-			merged = slices.Clone(w)
-		}
+		merged := slices.Clone(w)
 		for i, d := range dw {
 			var add spec.Score
 			switch {
 			case d <= -spec.Infinity && c.Score >= spec.Infinity:
 				add = -spec.Infinity
-			case d <= -spec.Infinity:
+			case d <= -spec.Infinity && c.Score > 0:
 				add = -c.Score
+			case d <= -spec.Infinity:
+				// A dependent that cannot run there does not mind r there.
 			default:
 				add = spec.Score(int64(d) * int64(c.Score) / int64(spec.Infinity))
+				if c.Score <= -spec.Infinity && add <= -spec.Infinity {
+					add = -spec.Infinity + 1 // a strong wish, not a ban
+				}
 			}
 			if add != 0 && merged[i] != notAllowed {
 				merged[i] = merged[i].Add(add)
 			}
 		}
-	}
-	for _, v := range merged {
-		if v >= 0 {
+		if slices.ContainsFunc(merged, func(v spec.Score) bool { return v >= 0 }) {
 			copy(w, merged)
-			return
 		}
 	}
 }
