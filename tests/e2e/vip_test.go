@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -240,5 +241,70 @@ func TestVIP(t *testing.T) {
 	}
 	if got, line := c.neighMAC(client, vip); got != secondMAC {
 		t.Errorf("client entry %q, want %s", line, secondMAC)
+	}
+}
+
+// TestVIPAgentCrash kills only the holder's agent (SIGKILL; the host and
+// its link stay up). The address would outlive the agent — kernel state —
+// and keep answering ARP, so that every other node's ARP probe would
+// refuse it; the address's guard removes it when the agent dies, and the
+// address moves like after a power loss.
+func TestVIPAgentCrash(t *testing.T) {
+	c, client := newVIPCluster(t, "vk")
+	sub := c.l.Subnet()
+	vip := sub.Addr()
+	for i := 0; i < 200; i++ {
+		vip = vip.Next()
+	}
+	doc := fmt.Sprintf(`apiVersion: paceline/v1
+cluster: {name: %s}
+resources:
+  - name: plvip
+    class: vip
+    params: {address: "%s/%d", interface: %s}
+    operations: [{name: monitor, interval: 1s}]
+`, labcluster.ClusterName, vip, sub.Bits(), c.hosts[0].Iface)
+	if out := c.mustCLI(c.hosts[0], "apply", "-f", c.writeSpec("vip", doc)); !strings.Contains(out, "applied as version") {
+		t.Fatalf("apply:\n%s", out)
+	}
+	var first string
+	waitFor(t, 60*time.Second, "the address on exactly one host", func() bool {
+		hs := c.addrHolders(vip, "")
+		if len(hs) == 1 {
+			first = hs[0]
+		}
+		return len(hs) == 1
+	})
+	c.run(client, "ping", "-c", "1", "-W", "5", vip.String())
+	pid, err := labcluster.AgentPID(c.l, c.host(first))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tKill := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var second string
+	waitFor(t, 60*time.Second, "the address on exactly one other host", func() bool {
+		hs := c.addrHolders(vip, "")
+		if len(hs) == 1 && hs[0] != first {
+			second = hs[0]
+		}
+		return second != ""
+	})
+	t.Logf("agent on %s killed; address on %s %v later", first, second, time.Since(tKill).Round(time.Millisecond))
+	secondMAC := c.mac(c.host(second))
+	waitFor(t, 30*time.Second, "the client's ARP entry to point at the new holder", func() bool {
+		got, _ := c.neighMAC(client, vip)
+		return got == secondMAC
+	})
+	st := c.waitStatus(c.host(second), 30*time.Second, "plvip running on "+second, func(st *api.Status) bool {
+		hs := labcluster.Holders(st, "plvip")
+		return len(hs) == 1 && hs[0] == second
+	})
+	t.Logf("status: %s", describe(st))
+	ev, _ := c.cli(c.host(second), "events")
+	if strings.Contains(ev, "already in use") {
+		t.Errorf("a start was refused by the ARP probe:\n%s", ev)
 	}
 }

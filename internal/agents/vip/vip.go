@@ -11,6 +11,8 @@
 //     advertisement with Override (IPv6), garpCount rounds garpInterval
 //     apart — the first before start returns, the others in the
 //     background — and again every refresh while the address is held;
+//     every held address has a guard process that removes it if the agent
+//     dies without stopping it (guard.go);
 //   - monitor: the address is on the interface (0) or not (7);
 //   - stop: the address is removed (idempotent; a missing interface or
 //     address is success) and the announcements stop;
@@ -53,7 +55,14 @@ type Agent struct {
 	mu      sync.Mutex
 	running map[string]*announcing // by instance name
 	busy    map[string]chan struct{}
+	guards  map[string]*guarding // by instance name
 	closed  bool
+}
+
+// guarding is the guard of one held address.
+type guarding struct {
+	key string // interface and address
+	g   *guard
 }
 
 // announcing is the background announcer of one held address.
@@ -69,7 +78,7 @@ func New(opts Options) *Agent {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Agent{log: log.With("class", Class), running: map[string]*announcing{}, busy: map[string]chan struct{}{}}
+	return &Agent{log: log.With("class", Class), running: map[string]*announcing{}, busy: map[string]chan struct{}{}, guards: map[string]*guarding{}}
 }
 
 // serialize waits until no other action of instance name runs (or ctx is
@@ -101,8 +110,9 @@ func (a *Agent) serialize(ctx context.Context, name string) (release func(), ok 
 	}
 }
 
-// Close stops every background announcement (the addresses stay: they are
-// removed by stop only).
+// Close stops every background announcement. The addresses stay (they
+// are removed by stop), and so do their guards: if the agent exits without
+// stopping them, the guards remove them.
 func (a *Agent) Close() error {
 	a.mu.Lock()
 	a.closed = true
@@ -233,8 +243,10 @@ func (a *Agent) monitor(inst agents.Instance) agents.Result {
 	}
 	if !held {
 		a.forget(inst.Name)
+		a.unguard(inst.Name)
 		return agents.Result{Code: agents.OCFNotRunning}
 	}
+	a.guard(inst.Name, t)
 	// Held, e.g. after an agent restart: make sure it is refreshed.
 	if t.p.Refresh > 0 {
 		a.background(inst.Name, t, 0)
@@ -279,6 +291,7 @@ func (a *Agent) start(ctx context.Context, inst agents.Instance) agents.Result {
 			return fail(agents.OCFErrGeneric, "on %s: %v", t.p.Interface, err)
 		}
 	}
+	a.guard(inst.Name, t)
 	// The first round now, so that clients move before start returns.
 	r := success()
 	if ann, ok := announcerFor(t); ok {
@@ -357,6 +370,44 @@ func (a *Agent) background(name string, t target, rest int) {
 	}()
 }
 
+// guard makes sure the address of instance name has a guard (guard.go).
+func (a *Agent) guard(name string, t target) {
+	key := t.p.Interface + " " + t.p.Address.String()
+	a.mu.Lock()
+	old := a.guards[name]
+	a.mu.Unlock()
+	if old != nil {
+		select {
+		case <-old.g.done:
+			// Killed by someone: start another.
+		default:
+			if old.key == key {
+				return
+			}
+		}
+		a.unguard(name)
+	}
+	g, err := startGuard(t.p.Interface, t.p.Address)
+	if err != nil {
+		a.log.Warn("the address will outlive a crash of the agent", "instance", name, "err", err)
+		return
+	}
+	a.mu.Lock()
+	a.guards[name] = &guarding{key: key, g: g}
+	a.mu.Unlock()
+}
+
+// unguard ends the guard of instance name without removing the address.
+func (a *Agent) unguard(name string) {
+	a.mu.Lock()
+	old := a.guards[name]
+	delete(a.guards, name)
+	a.mu.Unlock()
+	if old != nil {
+		old.g.disarm()
+	}
+}
+
 // forget stops the background announcements of instance name.
 func (a *Agent) forget(name string) {
 	a.mu.Lock()
@@ -371,6 +422,7 @@ func (a *Agent) forget(name string) {
 
 func (a *Agent) stop(ctx context.Context, inst agents.Instance) agents.Result {
 	a.forget(inst.Name)
+	a.unguard(inst.Name)
 	t, bad := resolve(inst)
 	if bad != nil {
 		// Params that do not parse never got an address added.

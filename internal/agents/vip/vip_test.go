@@ -239,6 +239,24 @@ func TestInNamespace(t *testing.T) {
 		t.Errorf("second stop: %+v", r)
 	}
 
+	// The guard removes the address when the agent dies: its pipe closes.
+	if r := run(agents.Start, v4); r.Code != agents.OCFSuccess {
+		t.Fatalf("start: %+v", r)
+	}
+	a.mu.Lock()
+	gd := a.guards["v"]
+	a.mu.Unlock()
+	if gd == nil {
+		t.Fatal("no guard for a held address")
+	}
+	gd.g.fire()
+	if has("10.77.0.100/24") {
+		t.Error("the guard did not remove 10.77.0.100 when its pipe closed")
+	}
+	if r := run(agents.Monitor, v4); r.Code != agents.OCFNotRunning {
+		t.Errorf("monitor after the guard fired: %+v", r)
+	}
+
 	// A start cancelled during its probe (a self-fence) ends at once; a
 	// stop that comes while a start runs waits for it, so the address is
 	// gone after both.
