@@ -38,6 +38,7 @@ type server struct {
 	transport *http.Transport
 	tkey      transportKey
 	conns     map[net.Conn]struct{} // tcp sessions, for shutdown on down
+	idle      []*bconn              // http keep-alive pool
 }
 
 func (s *server) weight() int { return *s.cfg.Load().Weight }

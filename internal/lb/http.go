@@ -70,7 +70,11 @@ func (l *LB) newHTTPServer(f *frontend) *http.Server {
 		if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 			ci.local = la
 		}
-		rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientKey, ci)))
+		if r.Header.Get("Upgrade") != "" || r.Method == "CONNECT" {
+			rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientKey, ci)))
+			return
+		}
+		l.serveFast(f, w, r, ci)
 	})
 	srv := &http.Server{
 		Handler:           handler,

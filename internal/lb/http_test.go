@@ -401,3 +401,95 @@ func TestHTTPRetryQueueAndLiveChangesUnderLoad(t *testing.T) {
 	}
 	close(release)
 }
+
+func TestHTTPBodiesHeadStaleConnsAndUpgrade(t *testing.T) {
+	var conns atomic.Int64
+	addr, _ := newHTTPServer(t, "a", func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/echo":
+			b, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "%s %d %s", r.Method, len(b), r.Header.Get("Connection"))
+		case "/stream":
+			for i := range 3 {
+				fmt.Fprintf(w, "chunk%d\n", i)
+				w.(http.Flusher).Flush()
+			}
+		case "/ws":
+			if r.Header.Get("Upgrade") != "test" {
+				w.WriteHeader(400)
+				return
+			}
+			c, brw, _ := http.NewResponseController(w).Hijack()
+			defer c.Close()
+			io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n")
+			line, _ := brw.ReadString('\n')
+			io.WriteString(c, "echo:"+line)
+		default:
+			w.Header().Set("Content-Length", "5")
+			io.WriteString(w, "hello")
+		}
+	}, func(s *http.Server) {
+		s.IdleTimeout = 100 * time.Millisecond // the pool meets closed connections
+		s.ConnState = func(_ net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				conns.Add(1)
+			}
+		}
+	})
+	l := mustNew(t, httpConfig(Server{Name: "a", Address: addr}))
+	base := "http://" + l.Addr("fe").String()
+	c := &http.Client{Timeout: 5 * time.Second}
+	// Content-Length body, and chunked body.
+	resp, err := c.Post(base+"/echo", "text/plain", strings.NewReader(strings.Repeat("y", 100000)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "POST 100000 " {
+		t.Fatalf("%q", b)
+	}
+	resp, err = c.Post(base+"/echo", "text/plain", io.MultiReader(strings.NewReader("abc"), strings.NewReader("def")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "POST 6 " {
+		t.Fatalf("chunked: %q", b)
+	}
+	// HEAD.
+	resp, err = c.Head(base + "/")
+	if err != nil || resp.ContentLength != 5 {
+		t.Fatalf("HEAD: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	// Streaming.
+	if _, body := get(t, c, base+"/stream"); body != "chunk0\nchunk1\nchunk2\n" {
+		t.Fatalf("stream %q", body)
+	}
+	// Pooled connections closed by the server are replaced without error.
+	for range 3 {
+		time.Sleep(200 * time.Millisecond)
+		if resp, body := get(t, c, base+"/"); resp.StatusCode != 200 || body != "hello" {
+			t.Fatalf("after idle close: %d %q", resp.StatusCode, body)
+		}
+	}
+	// Upgrade goes through.
+	raw, err := net.Dial("tcp", l.Addr("fe").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(raw, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n")
+	br := bufio.NewReader(raw)
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", err, resp)
+	}
+	io.WriteString(raw, "ping\n")
+	if line, _ := br.ReadString('\n'); line != "echo:ping\n" {
+		t.Fatalf("upgraded stream: %q", line)
+	}
+}

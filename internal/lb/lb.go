@@ -267,6 +267,7 @@ func (l *LB) updateBackend(b *backend, bc *Backend) {
 			s.transport.CloseIdleConnections()
 		}
 		s.mu.Unlock()
+		s.closeIdle()
 	}
 	for _, s := range started {
 		if !s.cfg.Load().Maintenance {
@@ -288,6 +289,7 @@ func (l *LB) removeBackend(b *backend) {
 			s.transport.CloseIdleConnections()
 		}
 		s.mu.Unlock()
+		s.closeIdle()
 	}
 }
 
