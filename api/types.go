@@ -178,6 +178,11 @@ type Renew struct {
 	// (whatever it found); nil when the node does not probe. The leader
 	// starts a resource only once every node it asked has probed it.
 	ProbesDone []string `json:"probesDone"`
+	// Attributes are node attributes agents set on this node (crm_attribute
+	// -n, attrd_updater -n; e.g. ping's "pingd"), usable in location rules.
+	// They live as long as the agent reports them (Pacemaker's transient
+	// attributes).
+	Attributes map[string]string `json:"attributes,omitempty"`
 }
 
 // RenewAck answers a renewal. OK false means no lease was granted.

@@ -73,7 +73,8 @@ func (a *Agent) renewRequest() api.Renew {
 	r := api.Renew{Node: a.cfg.NodeName, Cluster: a.cfg.ClusterName, Role: a.cfg.Role, APIAddr: a.apiAddr, Labels: a.cfg.Labels,
 		Applied: a.exec.Applied(), Active: a.exec.Active(), Leaving: a.leaving.Load(),
 		LeaseMS: a.lp.L.Milliseconds(), MarginMS: a.lp.Margin.Milliseconds(),
-		Incarnation: a.incarnation, Seq: a.renewSeq.Add(1), ProbesDone: a.exec.ProbesDone()}
+		Incarnation: a.incarnation, Seq: a.renewSeq.Add(1), ProbesDone: a.exec.ProbesDone(),
+		Attributes: a.exec.NodeAttributes()}
 	if a.cfg.Role == "control" {
 		r.RaftAddr = net.JoinHostPort(a.adv, strconv.Itoa(a.cfg.Ports.Raft))
 	}

@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -196,7 +197,7 @@ func (c *Coordinator) Renew(r api.Renew) api.RenewAck {
 	} else {
 		delete(c.released, r.Node)
 	}
-	if !had || !sameActive(prev.r, r) || prev.r.Leaving != r.Leaving || prev.r.APIAddr != r.APIAddr || !slices.Equal(prev.r.ProbesDone, r.ProbesDone) {
+	if !had || !sameActive(prev.r, r) || prev.r.Leaving != r.Leaving || prev.r.APIAddr != r.APIAddr || !slices.Equal(prev.r.ProbesDone, r.ProbesDone) || !maps.Equal(prev.r.Attributes, r.Attributes) {
 		c.poke()
 	}
 	return api.RenewAck{OK: true, Index: c.cfg.FSM.Index()}
@@ -666,6 +667,31 @@ func (c *Coordinator) observe(in *scheduler.Input, gone func(string) bool) {
 		}
 	}
 	in.PromotionScore = func(r, n string) (int, bool) { v, ok := scores[r+"@"+n]; return v, ok }
+	// Attributes agents set on live nodes join the node's labels for rules
+	// (the spec's nodes[].attributes still win: they are the operator's).
+	declared := map[string]map[string]string{}
+	if in.Spec != nil {
+		for _, ns := range in.Spec.Nodes {
+			declared[ns.Name] = ns.Attributes
+		}
+	}
+	for i := range in.Nodes {
+		n := &in.Nodes[i]
+		rep, ok := c.reports[n.Name]
+		if !ok || gone(n.Name) || len(rep.r.Attributes) == 0 {
+			continue
+		}
+		labels := maps.Clone(n.Labels)
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		for k, v := range rep.r.Attributes {
+			if _, fixed := declared[n.Name][k]; !fixed {
+				labels[k] = v
+			}
+		}
+		n.Labels = labels
+	}
 }
 
 // unprobed names a live node that was asked to probe res and has not

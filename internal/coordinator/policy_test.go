@@ -340,3 +340,37 @@ func TestProbeFindsTwoCopies(t *testing.T) {
 		t.Fatalf("moved after the extra copy stopped: %+v", b)
 	}
 }
+
+// Node attributes agents set (ocf:pacemaker:ping's pingd) reach location
+// rules: a node that lost connectivity is left.
+func TestAgentNodeAttributesInRules(t *testing.T) {
+	x := newHarness(t, vip())
+	setConstraints(x, spec.Constraints{Location: []spec.Location{{Resource: "vip", Rules: []spec.Rule{{Score: -spec.Infinity, Match: "any",
+		Expressions: []spec.Expression{{Attribute: "pingd", Op: "notDefined"}, {Attribute: "pingd", Op: "lt", Value: "1", Type: "integer"}}}}}}})
+	rn := func(node, pingd string, active ...api.ActiveInstance) {
+		if ack := x.c.Renew(api.Renew{Node: node, Cluster: "c1", Role: state.RoleControl, APIAddr: node + ":7480", Applied: x.fsm.Index(),
+			Active: active, Attributes: map[string]string{"pingd": pingd}}); !ack.OK {
+			t.Fatal(ack.Reason)
+		}
+	}
+	rn("n1", "100")
+	rn("n2", "100")
+	x.settle()
+	a, ok := x.holder("vip:0")
+	if !ok {
+		t.Fatal("not placed")
+	}
+	other := map[string]string{"n1": "n2", "n2": "n1"}[a.Node]
+	// The holder loses connectivity: its ping agent sets pingd=0.
+	rn(a.Node, "0", runningInst("vip", 0, a.Epoch))
+	rn(other, "100")
+	x.settle()
+	if _, ok := x.holder("vip:0"); ok {
+		t.Fatal("still assigned to the node without connectivity (a graceful move stops it first)")
+	}
+	rn(a.Node, "0")
+	x.settle()
+	if b, _ := x.holder("vip:0"); b.Node != other {
+		t.Fatalf("not moved to %s: %+v", other, b)
+	}
+}

@@ -234,3 +234,37 @@ func (d shimDirs) scoreOf(res *spec.Resource, slot int) *int {
 	}
 	return d.score(name)
 }
+
+// MaxNodeAttributes bounds how many agent-set node attributes a node
+// reports (each at most 256 bytes of value).
+const MaxNodeAttributes = 64
+
+// NodeAttributes returns the node attributes agents set here with
+// crm_attribute -n / attrd_updater -n (e.g. ocf:pacemaker:ping's "pingd"),
+// for location rules. Names that are not plain are left out.
+func (e *Executor) NodeAttributes() map[string]string {
+	d := e.dirs.attrs
+	if d == "" {
+		return nil
+	}
+	entries, err := os.ReadDir(d)
+	if err != nil {
+		return nil
+	}
+	var out map[string]string
+	for _, en := range entries {
+		name := en.Name()
+		if !en.Type().IsRegular() || strings.HasPrefix(name, ".") || strings.HasPrefix(name, "#") || len(out) >= MaxNodeAttributes {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(d, name))
+		if err != nil || len(b) > 256 {
+			continue
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[name] = strings.TrimSpace(string(b))
+	}
+	return out
+}

@@ -90,3 +90,24 @@ func TestShims(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// What agents set with attrd_updater / crm_attribute -n is reported as the
+// node's attributes (for location rules), and deleting it removes it.
+func TestNodeAttributesReported(t *testing.T) {
+	e := New(Config{Node: "n1", StateDir: t.TempDir()})
+	if got := e.NodeAttributes(); len(got) != 0 {
+		t.Fatalf("fresh executor reports %v", got)
+	}
+	if out, code := shell(t, e.dirs, "ping:0", `attrd_updater -n pingd -U 100 && crm_attribute -n rack -v r2`); code != 0 {
+		t.Fatalf("shims: %s exit %d", out, code)
+	}
+	if got := e.NodeAttributes(); got["pingd"] != "100" || got["rack"] != "r2" || len(got) != 2 {
+		t.Fatalf("attributes %v", got)
+	}
+	if out, code := shell(t, e.dirs, "ping:0", `attrd_updater -n pingd -D`); code != 0 {
+		t.Fatalf("delete: %s exit %d", out, code)
+	}
+	if got := e.NodeAttributes(); got["pingd"] != "" || len(got) != 1 {
+		t.Fatalf("after delete: %v", got)
+	}
+}
