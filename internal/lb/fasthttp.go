@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -102,7 +103,7 @@ func connectionListed(h http.Header) map[string]bool {
 func textprotoCanonical(s string) string { return http.CanonicalHeaderKey(s) }
 
 // writeRequest writes r to bw as an HTTP/1.1 request with X-Forwarded-*.
-func writeRequest(bw *bufio.Writer, r *http.Request, ci *clientInfo, tls bool, dropCookie string) error {
+func writeRequest(bw *idleWriter, r *http.Request, ci *clientInfo, tls bool, dropCookie string) error {
 	bw.WriteString(r.Method)
 	bw.WriteByte(' ')
 	bw.WriteString(r.URL.RequestURI())
@@ -297,7 +298,7 @@ func (l *LB) exchange(b *backend, s *server, cfg *Backend, w http.ResponseWriter
 			bc = &bconn{c: c, br: br, bw: bw}
 		}
 		bc.c.SetDeadline(now.Add(cfg.ServerTimeout))
-		err = writeRequest(bc.bw, r, ci, tls, dropCookie)
+		err = writeRequest(&idleWriter{bc.bw, bc.c, cfg.ServerTimeout}, r, ci, tls, dropCookie)
 		var resp *http.Response
 		if err == nil {
 			for {
@@ -310,7 +311,7 @@ func (l *LB) exchange(b *backend, s *server, cfg *Backend, w http.ResponseWriter
 		}
 		if err != nil {
 			bc.close()
-			if reused && (r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0) {
+			if reused && (r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0) && connClosed(err) {
 				// A pooled connection the server had closed: try a new one.
 				bc, reused = nil, false
 				continue
@@ -339,9 +340,7 @@ func (l *LB) exchange(b *backend, s *server, cfg *Backend, w http.ResponseWriter
 			fl, _ := w.(http.Flusher)
 			dst = flushWriter{w, fl}
 		}
-		buf := buffers.Get()
-		_, cerr := io.CopyBuffer(dst, resp.Body, buf)
-		buffers.Put(buf)
+		cerr := copyIdle(dst, resp.Body, bc.c, cfg.ServerTimeout)
 		for k, vs := range resp.Trailer {
 			w.Header()[k] = vs
 		}
@@ -357,4 +356,47 @@ func (l *LB) exchange(b *backend, s *server, cfg *Backend, w http.ResponseWriter
 		}
 		return false, nil
 	}
+}
+
+// idleWriter is the buffered writer to a server; every write of request
+// body data pushes the server-side inactivity deadline forward.
+type idleWriter struct {
+	*bufio.Writer
+	c    net.Conn
+	idle time.Duration
+}
+
+func (w *idleWriter) Write(p []byte) (int, error) {
+	if len(p) > 4<<10 {
+		w.c.SetDeadline(time.Now().Add(w.idle))
+	}
+	return w.Writer.Write(p)
+}
+
+// copyIdle copies a response body; the server's read deadline moves forward
+// after every read, so server_timeout is an inactivity timeout.
+func copyIdle(dst io.Writer, src io.Reader, c net.Conn, idle time.Duration) error {
+	buf := buffers.Get()
+	defer buffers.Put(buf)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		c.SetReadDeadline(time.Now().Add(idle))
+	}
+}
+
+// connClosed: the server closed an idle pooled connection (not a timeout).
+func connClosed(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }

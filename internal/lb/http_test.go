@@ -493,3 +493,27 @@ func TestHTTPBodiesHeadStaleConnsAndUpgrade(t *testing.T) {
 		t.Fatalf("upgraded stream: %q", line)
 	}
 }
+
+func TestHTTPServerTimeoutIsInactivity(t *testing.T) {
+	addr, _ := newHTTPServer(t, "a", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stall" {
+			time.Sleep(600 * time.Millisecond)
+		}
+		for i := range 5 {
+			fmt.Fprintf(w, "%d", i)
+			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	cfg := httpConfig(Server{Name: "a", Address: addr})
+	cfg.Backends[0].ServerTimeout = 300 * time.Millisecond
+	l := mustNew(t, cfg)
+	base := "http://" + l.Addr("fe").String()
+	c := &http.Client{Timeout: 5 * time.Second}
+	if resp, body := get(t, c, base+"/slow"); resp.StatusCode != 200 || body != "01234" {
+		t.Fatalf("slow but active stream: %d %q", resp.StatusCode, body)
+	}
+	if resp, _ := get(t, c, base+"/stall"); resp.StatusCode != 504 {
+		t.Fatalf("stalled server: %s, want 504", resp.Status)
+	}
+}
