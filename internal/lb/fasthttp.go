@@ -234,7 +234,7 @@ func (l *LB) serveFast(f *frontend, w http.ResponseWriter, r *http.Request, ci *
 			b.mu.Unlock()
 		}
 	}
-	tried := map[*server]bool{}
+	var tried map[*server]bool // allocated on a redispatch only
 	var lastErr error
 	for attempt := 0; attempt <= *cfg.Retries; attempt++ {
 		s, err := b.acquire(r.Context(), ci.ip, pref, tried)
@@ -254,6 +254,9 @@ func (l *LB) serveFast(f *frontend, w http.ResponseWriter, r *http.Request, ci *
 			break
 		}
 		if cfg.Redispatch {
+			if tried == nil {
+				tried = map[*server]bool{}
+			}
 			tried[s] = true
 			pref = nil
 		}
@@ -348,8 +351,7 @@ func (l *LB) exchange(b *backend, s *server, cfg *Backend, w http.ResponseWriter
 		if cerr != nil || resp.Close || cfg.ProxyProtocol != 0 {
 			bc.close()
 		} else {
-			bc.c.SetDeadline(time.Time{})
-			s.putIdle(bc)
+			s.putIdle(bc) // its deadline is set again when it is reused
 		}
 		if cerr != nil {
 			return false, errors.Join(errResponseStarted, cerr)
