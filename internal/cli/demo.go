@@ -36,6 +36,14 @@ resources:
     replicas: 3
     params:
       command: [%[1]q, sample-service, --ticker]
+constraints:
+  # web starts once the workers are up (optional: it does not wait for a
+  # worker that cannot run), and prefers n1 a little (stickiness 100 wins:
+  # once web moved away from n1 it stays where it is).
+  order:
+    - {first: worker, then: web, kind: optional}
+  location:
+    - {resource: web, node: n1, score: 50}
 `
 
 // cmdDemo runs a 3-node cluster on loopback as three child agents.
