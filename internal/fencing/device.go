@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -163,6 +164,9 @@ func readSecret(field, path string) (string, error) {
 func (d *AgentDevice) stdin(action Action, t Target) ([]byte, []string, error) {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "action=%s\n", action)
+	if action == Metadata {
+		return b.Bytes(), nil, nil // no parameters, no secrets
+	}
 	if t.Node != "" {
 		fmt.Fprintf(&b, "nodename=%s\n", t.Node)
 	}
@@ -226,12 +230,15 @@ func (d *AgentDevice) Exec(ctx context.Context, action Action, t Target, timeout
 	return o
 }
 
+// logStamp is the time stamp fence-agents put before their log lines.
+var logStamp = regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d+ `)
+
 // agentReason picks the most telling line of an agent's output: the
 // last "ERROR" line of stderr, else its last line, else stdout's.
 func agentReason(stderr, stdout string) string {
 	var lines []string
 	for _, l := range strings.Split(stderr, "\n") {
-		l = strings.TrimSpace(l)
+		l = strings.TrimSpace(logStamp.ReplaceAllString(l, ""))
 		if l == "" || strings.Contains(l, "DeprecationWarning") || strings.HasPrefix(l, "from pipes import") {
 			continue
 		}
