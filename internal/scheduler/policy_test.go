@@ -270,3 +270,37 @@ func TestTransitionMovesAndRoles(t *testing.T) {
 		}
 	}
 }
+
+// A cloned group: members are clones with the same counts; each member
+// instance runs on a node with the previous member's instance and starts
+// after it on that node.
+func TestClonedGroup(t *testing.T) {
+	s := mkSpec(clone("a", 2, 1), clone("b", 2, 1))
+	s.Groups = []spec.Group{{Name: "g", Members: []string{"a", "b"}}}
+	s.Constraints = &spec.Constraints{Location: []spec.Location{{Resource: "a", Node: "n1", Score: sc(-spec.Infinity)}}}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	out, tr := Plan(Input{Spec: s, Nodes: online("n1", "n2", "n3")})
+	on := func(res string) []string {
+		var ns []string
+		for k, n := range out.Desired {
+			if out.Resource[k] == res {
+				ns = append(ns, n)
+			}
+		}
+		slices.Sort(ns)
+		return ns
+	}
+	if !reflect.DeepEqual(on("a"), []string{"n2", "n3"}) || !reflect.DeepEqual(on("b"), []string{"n2", "n3"}) {
+		t.Fatalf("a on %v, b on %v", on("a"), on("b"))
+	}
+	for _, act := range tr.Actions {
+		if act.Resource != "b" {
+			continue
+		}
+		if len(act.After) != 1 || tr.Actions[act.After[0]].Resource != "a" || tr.Actions[act.After[0]].Node != act.Node {
+			t.Fatalf("%v should wait for a's start on its own node only: %v", act, tr.Actions)
+		}
+	}
+}

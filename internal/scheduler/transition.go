@@ -267,7 +267,7 @@ func (b *builder) orders() {
 		if fr == nil || tr == nil {
 			continue
 		}
-		interleave := fr.Clone() && tr.Clone() && tr.Interleave
+		interleave := o.Interleave || (fr.Clone() && tr.Clone() && tr.Interleave)
 		// then-action waits for first-action.
 		b.link(o.First, o.FirstAction, o.Then, o.ThenAction, interleave)
 		if o.Kind == spec.OrderMandatory && (o.ThenAction == OpStart || o.ThenAction == OpPromote) && o.AnyOf == 0 {

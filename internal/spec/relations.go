@@ -27,8 +27,11 @@ type Ord struct {
 	Symmetrical             bool
 	// AnyOf is non-zero for orders from a set with requireAll: false: Then
 	// may go once any First of the same AnyOf group has done its action.
-	AnyOf  int
-	Source string
+	AnyOf int
+	// Interleave relates the actions per node (a cloned group: each
+	// member instance waits for the previous member's instance on its node).
+	Interleave bool
+	Source     string
 }
 
 // GroupOf maps each group member to its group.
@@ -52,13 +55,18 @@ func (s *Spec) Relations() Relations {
 	for i := range s.Groups {
 		groups[s.Groups[i].Name] = &s.Groups[i]
 	}
-	// A group is a chain: member i+1 runs with member i and starts after it.
+	// A group is a chain: member i+1 runs with member i and starts after it
+	// (per node, for a cloned group).
+	cloned := map[string]bool{}
+	for _, r := range s.Resources {
+		cloned[r.Name] = r.Clone()
+	}
 	for i, g := range s.Groups {
 		src := "groups[" + strconv.Itoa(i) + "]"
 		for j := 1; j < len(g.Members); j++ {
 			rel.Colocations = append(rel.Colocations, Coloc{Dep: g.Members[j], Primary: g.Members[j-1], Score: Infinity, Source: src})
 			rel.Orders = append(rel.Orders, Ord{First: g.Members[j-1], Then: g.Members[j], FirstAction: "start", ThenAction: "start",
-				Kind: OrderMandatory, Symmetrical: true, Source: src})
+				Kind: OrderMandatory, Symmetrical: true, Interleave: cloned[g.Members[j]], Source: src})
 		}
 	}
 	// As a primary (something placed with it, or after it starts) a group

@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"cmp"
 	"fmt"
 	"regexp"
 	"slices"
@@ -87,11 +88,16 @@ func (v *validator) validatePolicy(s *Spec) {
 		for j, m := range g.Members {
 			mp := fmt.Sprintf("%s.members[%d]", p, j)
 			r, ok := resources[m]
+			first := resources[g.Members[0]]
 			switch {
 			case !ok:
 				v.add(mp, "no resource is named %s%s", quote(m), suggestName(m, resources))
-			case !r.Exclusive():
-				v.add(mp, "%s is a %s resource; group members must be single (clones of groups are not supported: clone each member and colocate them)", quote(m), r.Mode)
+			case r.Mode == ModePromotable:
+				v.add(mp, "%s is promotable; group members must be single, or all clones (a cloned group), not promotable", quote(m))
+			case j > 0 && first != nil && first.Clone() != r.Clone():
+				v.add(mp, "%s is a %s resource but %s is %s: a group's members are all single, or all clones (a cloned group)", quote(m), cmp.Or(r.Mode, ModeSingle), quote(first.Name), cmp.Or(first.Mode, ModeSingle))
+			case j > 0 && first != nil && r.Clone() && (first.Replicas != r.Replicas || first.MaxPerNode != r.MaxPerNode):
+				v.add(mp, "%s has replicas %d and maxPerNode %d but %s has %d and %d: the members of a cloned group run together, so they need the same counts", quote(m), r.Replicas, r.MaxPerNode, quote(first.Name), first.Replicas, first.MaxPerNode)
 			case inGroup[m] != "" && inGroup[m] != g.Name:
 				v.add(mp, "%s is already a member of group %s; a resource belongs to at most one group", quote(m), quote(inGroup[m]))
 			case slices.Index(g.Members, m) < j:
