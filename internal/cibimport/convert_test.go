@@ -195,8 +195,10 @@ func TestConvertResources(t *testing.T) {
 			t.Errorf("no item %v", want)
 		}
 	}
-	// Group meta applies to members; systemd takes no params.
-	if len(sp.Groups) != 1 || sp.Groups[0].Name != "web" || !slices.Equal(sp.Groups[0].Members, []string{"fs", "httpd"}) {
+	// Group meta applies to members; systemd takes no params. The clone of
+	// group cgg becomes a group of clones.
+	if len(sp.Groups) != 2 || sp.Groups[0].Name != "web" || !slices.Equal(sp.Groups[0].Members, []string{"fs", "httpd"}) ||
+		sp.Groups[1].Name != "cgg" || !slices.Equal(sp.Groups[1].Members, []string{"cg1"}) {
 		t.Errorf("groups %+v", sp.Groups)
 	}
 	for _, n := range []string{"fs", "httpd"} {
@@ -224,11 +226,8 @@ func TestConvertResources(t *testing.T) {
 	if want := []string{"monitor:promoted", "monitor:unpromoted", "promote:", "start:", "stop:", "demote:"}; !slices.Equal(roles, want) {
 		t.Errorf("db operations %v, want %v", roles, want)
 	}
-	if it := findItem(rep, "clone", "cg", "clones of groups"); it == nil || !it.Placement || it.Category != CatCloneGroup {
-		t.Errorf("clone of group item %+v", it)
-	}
-	if resource(sp, "cg1") != nil || resource(sp, "cg") != nil {
-		t.Error("clone of a group converted")
+	if cg1 := resource(sp, "cg1"); cg1 == nil || cg1.Mode != spec.ModeClone || rep.Resources["cg"] != "cgg" || rep.Resources["cgg"] != "cgg" {
+		t.Errorf("clone of group: member %+v, cg → %q", cg1, rep.Resources["cg"])
 	}
 }
 
@@ -262,7 +261,6 @@ func TestConvertConstraints(t *testing.T) {
 		{"rsc_location", "l3", "score-attribute", CatRule},
 		{"rsc_location", "l5", "date", CatDateRule},
 		{"rsc_location", "l6", "fencing device", CatFencing},
-		{"rsc_colocation", "col3", "clone of a group", CatCloneGroup},
 	} {
 		it := findItem(rep, w.elem, w.id, w.part)
 		if it == nil || it.Category != w.cat {
@@ -272,7 +270,7 @@ func TestConvertConstraints(t *testing.T) {
 	if it := findItem(rep, "rsc_location", "l6", "fencing device"); it != nil && it.Placement {
 		t.Error("a location of a fencing device cannot change placement of resources")
 	}
-	if len(cons.Colocation) != 2 {
+	if len(cons.Colocation) != 3 || cons.Colocation[2].With != "cgg" {
 		t.Fatalf("colocations %+v", cons.Colocation)
 	}
 	c0 := cons.Colocation[0]

@@ -69,14 +69,34 @@ func (c *converter) resources() {
 			}
 			ch := r.Children[0]
 			if ch.Kind == cib.KindGroup {
-				members := []string{}
-				for _, m := range ch.Children {
-					members = append(members, m.ID)
+				if r.Promotable() {
+					members := []string{}
+					for _, m := range ch.Children {
+						members = append(members, m.ID)
+					}
+					c.add(Item{Category: CatCloneGroup, Element: string(r.Kind), ID: r.ID, What: "promotable clone of group " + ch.ID + " (" + joinIDs(members) + ")",
+						Why: "promotable clones of groups are not converted (a cloned group's members are plain clones)", Placement: true})
+					c.gone[r.ID] = goneRef{why: "it is a promotable clone of a group, which is not converted", category: CatCloneGroup, placement: true}
+					c.gone[ch.ID] = goneRef{why: "it is a group inside promotable clone " + r.ID + ", which is not converted", category: CatCloneGroup, placement: true}
+					for _, m := range ch.Children {
+						if m.ID != "" && !seen[m.ID] {
+							seen[m.ID] = true
+							c.gone[m.ID] = goneRef{why: "it is a member of group " + ch.ID + " inside promotable clone " + r.ID + ", which is not converted", category: CatCloneGroup, placement: true}
+						}
+					}
+					return
 				}
-				c.add(Item{Category: CatCloneGroup, Element: string(r.Kind), ID: r.ID, What: "clone of group " + ch.ID + " (" + joinIDs(members) + ")",
-					Why: "clones of groups are not converted: clone each member and colocate and order them with interleave: true", Placement: true})
-				c.gone[r.ID] = goneRef{why: "it is a clone of a group, which is not converted", category: CatCloneGroup, placement: true}
-				walk(ch, []*cib.Resource{r})
+				// A cloned group: a group whose members are clones with the
+				// clone's settings (paceline runs each member instance with
+				// the previous member's instance on its node).
+				if ch.ID != "" && !seen[ch.ID] {
+					seen[ch.ID] = true
+				}
+				plans = append(plans, plan{r: ch, parents: []*cib.Resource{r}, kind: "group"})
+				for _, m := range ch.Children {
+					walk(m, []*cib.Resource{ch, r})
+				}
+				c.note("clone %s of group %s: converted to a group of clones (each member a clone with the clone's settings)", r.ID, ch.ID)
 				return
 			}
 			if ch.ID != "" && !seen[ch.ID] {
@@ -142,6 +162,9 @@ func (c *converter) resources() {
 	for _, p := range plans {
 		switch p.kind {
 		case "group":
+			if len(p.parents) > 0 && isClone(p.parents[0]) {
+				c.checkOwnMeta(p.parents[0])
+			}
 			c.checkOwnMeta(p.r)
 		case "resource":
 			if len(p.parents) > 0 && isClone(p.parents[0]) {
@@ -189,6 +212,9 @@ func (c *converter) resources() {
 		c.s.Groups = append(c.s.Groups, g)
 		c.groups[g.Name] = true
 		c.rep.Resources[p.r.ID] = g.Name
+		if len(p.parents) > 0 && isClone(p.parents[0]) {
+			c.rep.Resources[p.parents[0].ID] = g.Name // the clone of the group is the group
+		}
 	}
 }
 
@@ -293,12 +319,13 @@ var paramNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 func (c *converter) primitive(p plan) {
 	r := p.r
 	var clone *cib.Resource
-	if len(p.parents) > 0 && isClone(p.parents[0]) {
-		clone = p.parents[0]
-	}
 	id := r.ID
-	if clone != nil {
+	switch {
+	case len(p.parents) > 0 && isClone(p.parents[0]):
+		clone = p.parents[0]
 		id = clone.ID
+	case len(p.parents) > 1 && isClone(p.parents[1]):
+		clone = p.parents[1] // a member of a cloned group keeps its own name
 	}
 	name := c.names.name(id)
 	bad := func(why string) {
