@@ -26,6 +26,7 @@ type server struct {
 	active     atomic.Int64
 	consecFail atomic.Int64
 	ejectUntil atomic.Int64 // unix nanoseconds; passive ejection without checks
+	upSince    atomic.Int64 // unix nanoseconds of the last down→up; slow start
 	removed    atomic.Bool
 	lastCheck  atomic.Pointer[string]
 
@@ -42,6 +43,27 @@ type server struct {
 }
 
 func (s *server) weight() int { return *s.cfg.Load().Weight }
+
+// effWeight is the weight scaled by 16, ramped up during slow start after
+// the server came back up (roundrobin and leastconn).
+func (b *backend) effWeight(s *server) int {
+	w := s.weight() * 16
+	if b.cfg.SlowStart <= 0 {
+		return w
+	}
+	since := s.upSince.Load()
+	if since == 0 {
+		return w
+	}
+	el := b.now().UnixNano() - since
+	if el >= int64(b.cfg.SlowStart) {
+		return w
+	}
+	if el < 0 {
+		el = 0
+	}
+	return max(1, int(int64(w)*el/int64(b.cfg.SlowStart)))
+}
 
 func (s *server) setReason(r string) { s.lastCheck.Store(&r) }
 
@@ -156,7 +178,7 @@ func (b *backend) pickLocked(ip string, pref *server, exclude map[*server]bool) 
 		s = room[0]
 	case "leastconn":
 		for _, c := range room {
-			if s == nil || c.active.Load()*int64(s.weight()) < s.active.Load()*int64(c.weight()) {
+			if s == nil || c.active.Load()*int64(b.effWeight(s)) < s.active.Load()*int64(b.effWeight(c)) {
 				s = c
 			}
 		}
@@ -176,8 +198,9 @@ func (b *backend) pickLocked(ip string, pref *server, exclude map[*server]bool) 
 	default: // smooth weighted round robin
 		total := 0
 		for _, c := range room {
-			c.cw += c.weight()
-			total += c.weight()
+			w := b.effWeight(c)
+			c.cw += w
+			total += w
 			if s == nil || c.cw > s.cw {
 				s = c
 			}
@@ -321,6 +344,7 @@ func (b *backend) markUp(s *server, up bool, reason string) {
 	s.setReason(reason)
 	if s.up.Swap(up) != up {
 		if up {
+			s.upSince.Store(b.now().UnixNano())
 			s.consecFail.Store(0)
 			s.ejectUntil.Store(0)
 			b.log.Info("server up", "backend", b.name, "server", s.name, "check", reason)

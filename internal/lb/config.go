@@ -73,6 +73,9 @@ type Backend struct {
 	// ShutdownOnDown closes established tcp sessions of a server marked
 	// down (HAProxy on-marked-down shutdown-sessions; the Galera pattern).
 	ShutdownOnDown bool `yaml:"shutdown_on_down"`
+	// SlowStart ramps the weight of a server that comes back up from
+	// 0 to its weight over this time (roundrobin and leastconn; 0 = off).
+	SlowStart time.Duration `yaml:"slow_start"`
 }
 
 // Server is one backend server.
@@ -236,7 +239,7 @@ func (c *Config) Validate() error {
 		for _, d := range []struct {
 			n string
 			v time.Duration
-		}{{"connect_timeout", b.ConnectTimeout}, {"server_timeout", b.ServerTimeout}, {"queue_timeout", b.QueueTimeout}, {"stick_ttl", b.StickTTL}, {"eject_for", b.EjectFor}} {
+		}{{"connect_timeout", b.ConnectTimeout}, {"server_timeout", b.ServerTimeout}, {"queue_timeout", b.QueueTimeout}, {"stick_ttl", b.StickTTL}, {"eject_for", b.EjectFor}, {"slow_start", b.SlowStart}} {
 			if d.v < 0 {
 				add(p+"."+d.n, "is negative (%s)", d.v)
 			}

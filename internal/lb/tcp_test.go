@@ -371,3 +371,26 @@ func TestClientTimeout(t *testing.T) {
 		t.Fatalf("closed after %s", el)
 	}
 }
+
+func TestSlowStart(t *testing.T) {
+	a, b := newTCPServer(t, "a"), newTCPServer(t, "b")
+	flag := t.TempDir() + "/a-down"
+	cfg := tcpConfig("roundrobin", Server{Name: "a", Address: a.addr()}, Server{Name: "b", Address: b.addr()})
+	cfg.Backends[0].SlowStart = 2 * time.Second
+	cfg.Backends[0].Check = &Check{Type: "exec", Interval: 20 * time.Millisecond, Rise: 1, Fall: 1,
+		Command: []string{"sh", "-c", `test "$PACELINE_SERVER_NAME" != a || test ! -e ` + flag}}
+	l := mustNew(t, cfg)
+	addr := l.Addr("fe").String()
+	os.WriteFile(flag, nil, 0o644)
+	waitFor(t, "a down", 3*time.Second, func() bool { return serverState(l, "be", "a") == "down" })
+	os.Remove(flag)
+	waitFor(t, "a up", 3*time.Second, func() bool { return serverState(l, "be", "a") == "up" })
+	got := map[string]int{}
+	for range 40 {
+		got[nameOnce(t, addr)]++
+	}
+	if got["a"] > 10 {
+		t.Fatalf("right after coming up, a got %d of 40 connections: no slow start", got["a"])
+	}
+	t.Logf("during slow start: %v", got)
+}
