@@ -93,7 +93,7 @@ type DeviceConfig struct {
 // RedfishConfig configures the built-in Redfish device.
 type RedfishConfig struct {
 	// Address is the BMC base URL: "https://10.0.0.5" or
-	// "https://bmc:8443"; http:// is accepted (lab use only).
+	// "https://bmc:8443"; http:// only with Insecure (lab use).
 	Address string `json:"address"`
 	// SystemID is the member of /redfish/v1/Systems to act on. A device
 	// with HostMap uses the mapped port as the system ID instead.
@@ -103,7 +103,8 @@ type RedfishConfig struct {
 	Username     string `json:"username,omitempty"`
 	PasswordFile string `json:"passwordFile,omitempty"`
 	// CAFile is a PEM bundle that verifies the BMC's certificate
-	// (default: the system roots). Insecure skips verification.
+	// (default: the system roots). Insecure skips verification (and
+	// allows http://).
 	CAFile   string `json:"caFile,omitempty"`
 	Insecure bool   `json:"insecure,omitempty"`
 }
@@ -320,6 +321,8 @@ func (r *RedfishConfig) validate(f string) []error {
 		errs = append(errs, fieldErr(f+".address", "must be an http(s) URL such as https://10.0.0.5, got %q", r.Address))
 	} else if u.User != nil {
 		errs = append(errs, fieldErr(f+".address", "must not carry credentials (use username and passwordFile)"))
+	} else if u.Scheme == "http" && !r.Insecure {
+		errs = append(errs, fieldErr(f+".address", "plain http sends the password in clear: use https, or set insecure: true"))
 	}
 	if r.SystemID != "" && strings.ContainsAny(r.SystemID, "/?#") {
 		errs = append(errs, fieldErr(f+".systemId", "must be a single path segment, got %q", r.SystemID))

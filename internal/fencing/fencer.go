@@ -213,6 +213,15 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// Close releases the devices' idle connections.
+func (f *Fencer) Close() {
+	for _, d := range f.devices {
+		if c, ok := d.(interface{ Close() }); ok {
+			c.Close()
+		}
+	}
+}
+
 // Device returns the device called name.
 func (f *Fencer) Device(name string) (Device, bool) {
 	d, ok := f.devices[name]

@@ -466,3 +466,21 @@ func TestConcurrentFenceMerged(t *testing.T) {
 	}
 	t.Logf("4 concurrent requests ran %d off operation(s)", offs)
 }
+
+// Cancelling the context stops a hung agent at once and is reported.
+func TestFenceCanceled(t *testing.T) {
+	pidfile := filepath.Join(t.TempDir(), "pids")
+	d := fakeDev(t, "hang", "hang", map[string]string{"pidfile": pidfile})
+	f := newFencer(t, Config{Devices: []DeviceConfig{d}}, Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	begin := time.Now()
+	r := f.Fence(ctx, "n1", Off)
+	logAttempts(t, r)
+	if r.OK || len(r.Attempts) != 1 || !strings.Contains(r.Error, "canceled") {
+		t.Fatalf("result: %+v", r)
+	}
+	if took := time.Since(begin); took > 10*time.Second {
+		t.Errorf("cancel took %s", took)
+	}
+}

@@ -250,6 +250,9 @@ func TestIPMIWrongPassword(t *testing.T) {
 	if strings.Contains(fmt.Sprintf("%+v %+v", r, f.History()), wrong) {
 		t.Error("the password appears in the result or history")
 	}
+	if h := f.History(); len(h) != 1 || h[0].OK || h[0].Error != r.Error || h[0].Attempts != 2 {
+		t.Errorf("history: %+v", h)
+	}
 	t.Logf("reported: %s", r.Error)
 }
 
