@@ -296,6 +296,10 @@ type Order struct {
 	FirstAction, ThenAction string
 	Kind                    string // Mandatory, Optional, Serialize, or "" (Mandatory)
 	Symmetrical             string // "" when absent
+	// RequireAll is the (undocumented but used) require-all of a plain
+	// order between clones: "false" lets then start once any instance of
+	// first runs. "" when absent.
+	RequireAll string
 	Score                   *Score
 	Sets                    []ResourceSet
 }

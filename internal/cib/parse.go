@@ -533,7 +533,7 @@ func (p *parser) constraints(e *elem) error {
 			p.m.Colocations = append(p.m.Colocations, l)
 		case "rsc_order":
 			o := Order{ID: c.attr("id"), First: c.attr("first"), Then: c.attr("then"), FirstAction: c.attr("first-action"),
-				ThenAction: c.attr("then-action"), Kind: c.attr("kind"), Symmetrical: c.attr("symmetrical"), Sets: sets}
+				ThenAction: c.attr("then-action"), Kind: c.attr("kind"), Symmetrical: c.attr("symmetrical"), RequireAll: c.attr("require-all"), Sets: sets}
 			if o.Score, err = p.score(c, "score"); err != nil {
 				return err
 			}

@@ -734,6 +734,16 @@ func (c *converter) orders(cons *spec.Constraints) {
 				item("actions", "promote/demote of a resource that is not promotable never happens; not converted", CatConstraint, true)
 				continue
 			}
+			if o.RequireAll != "" && !cib.IsTrue(o.RequireAll) {
+				// Then may start once any instance of first runs: the set
+				// form says so.
+				cons.Order = append(cons.Order, spec.Order{Kind: kind, Symmetrical: sym, Sets: []spec.Set{
+					{Resources: firsts[:1], RequireAll: ptr(false), Action: fa},
+					{Resources: thens[:1], Action: pick(ta, pick(fa, "start"))},
+				}})
+				c.ordIDs = append(c.ordIDs, o.ID)
+				continue
+			}
 			cons.Order = append(cons.Order, spec.Order{First: firsts[0], Then: thens[0], FirstAction: fa, ThenAction: ta, Kind: kind, Symmetrical: sym})
 			c.ordIDs = append(c.ordIDs, o.ID)
 			continue

@@ -249,10 +249,19 @@ func (p *planner) unrunnable() {
 		changed = false
 		for _, o := range p.rel.Orders {
 			t, f := p.res[o.Then], p.res[o.First]
-			if t == nil || f == nil || o.Kind != spec.OrderMandatory || o.AnyOf != 0 || kept(t) {
+			if t == nil || f == nil || o.Kind != spec.OrderMandatory || kept(t) {
 				continue
 			}
-			if (o.ThenAction == "start" || o.ThenAction == "promote") && (o.FirstAction == "start" || o.FirstAction == "promote") && !runs(o.First, o.FirstAction) {
+			firstRuns := runs(o.First, o.FirstAction)
+			if o.AnyOf != 0 {
+				// "Any of": then is unrunnable only when none of them runs.
+				for _, x := range p.rel.Orders {
+					if x.AnyOf == o.AnyOf && x.Then == o.Then && runs(x.First, x.FirstAction) {
+						firstRuns = true
+					}
+				}
+			}
+			if (o.ThenAction == "start" || o.ThenAction == "promote") && (o.FirstAction == "start" || o.FirstAction == "promote") && !firstRuns {
 				if o.ThenAction == "promote" {
 					for _, s := range p.slots[t.Name] {
 						if p.out.Roles[s.key] == spec.RolePromoted {

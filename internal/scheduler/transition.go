@@ -268,8 +268,13 @@ func (b *builder) orders() {
 			continue
 		}
 		interleave := o.Interleave || (fr.Clone() && tr.Clone() && tr.Interleave)
-		// then-action waits for first-action.
-		b.link(o.First, o.FirstAction, o.Then, o.ThenAction, interleave)
+		// then-action waits for first-action (for "any of" orders, for one
+		// instance only, and not at all when one already runs).
+		if o.AnyOf != 0 {
+			b.linkAny(o.First, o.FirstAction, o.Then, o.ThenAction)
+		} else {
+			b.link(o.First, o.FirstAction, o.Then, o.ThenAction, interleave)
+		}
 		if o.Kind == spec.OrderMandatory && (o.ThenAction == OpStart || o.ThenAction == OpPromote) && o.AnyOf == 0 {
 			// Mandatory: then may only start while first runs.
 			if !b.willRun(o.First, o.FirstAction) {
@@ -302,6 +307,32 @@ func (b *builder) link(first, firstAct, then, thenAct string, sameNode bool) {
 			if !slices.Contains(b.acts[t].After, f) {
 				b.acts[t].After = append(b.acts[t].After, f)
 			}
+		}
+	}
+}
+
+// linkAny makes thenAct actions of then wait for one firstAct action of
+// first, unless an instance of first already runs (in the role).
+func (b *builder) linkAny(first, firstAct, then, thenAct string) {
+	running, roles := b.running()
+	for k, n := range running {
+		if resourceOfKey(k) == first && n != "" && (firstAct != OpPromote || roles[k] == spec.RolePromoted) {
+			return
+		}
+	}
+	one := -1
+	for _, f := range b.byRes[first] {
+		if b.acts[f].Op == firstAct {
+			one = f
+			break
+		}
+	}
+	if one < 0 {
+		return
+	}
+	for _, t := range b.byRes[then] {
+		if b.acts[t].Op == thenAct && !slices.Contains(b.acts[t].After, one) {
+			b.acts[t].After = append(b.acts[t].After, one)
 		}
 	}
 }

@@ -165,7 +165,7 @@ func (s *Spec) Relations() Relations {
 				}
 			}
 			prevAny = 0
-			if set.RequireAll != nil && !*set.RequireAll && len(set.Resources) > 1 {
+			if set.RequireAll != nil && !*set.RequireAll && len(set.Resources) > 0 {
 				anyOf++
 				prevAny = anyOf
 			}
