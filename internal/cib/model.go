@@ -300,8 +300,8 @@ type Order struct {
 	// order between clones: "false" lets then start once any instance of
 	// first runs. "" when absent.
 	RequireAll string
-	Score                   *Score
-	Sets                    []ResourceSet
+	Score      *Score
+	Sets       []ResourceSet
 }
 
 // Ticket is an rsc_ticket (recorded only).
