@@ -43,9 +43,8 @@ type Config struct {
 	Addr string
 	// Domain is the zone, default "paceline.".
 	Domain string
-	// TTL of every record and of negative answers (the SOA minimum);
-	// default 2s, rounded down to whole seconds (at least 1s... 0 means the
-	// default).
+	// TTL of every record and of negative answers (the SOA minimum):
+	// 1s to 1h, whole seconds (rounded down); 0 means the default, 2s.
 	TTL time.Duration
 	// MaxUDPSize is the EDNS0 buffer size the server advertises and the
 	// most it sends over UDP (default 1232, range 512–4096).
@@ -210,6 +209,47 @@ type index struct {
 type svcIndex struct {
 	v4, v6 []netip.Addr // healthy instances' addresses, deduplicated
 	srv    []srvTarget  // healthy instances with a port, deduplicated
+	// promoted is the same for the promoted instances only.
+	promoted *svcIndex
+}
+
+// buildSvc indexes the healthy endpoints (the promoted ones only if
+// promotedOnly).
+func (s *Server) buildSvc(ix *index, eps []Endpoint, promotedOnly bool) *svcIndex {
+	si := &svcIndex{}
+	seenA := map[netip.Addr]bool{}
+	seenSRV := map[string]bool{}
+	for _, ep := range eps {
+		if !ep.Healthy || (promotedOnly && ep.Role != RolePromoted) {
+			continue
+		}
+		if ep.Addr.IsValid() && !seenA[ep.Addr] {
+			seenA[ep.Addr] = true
+			if ep.Addr.Is4() {
+				si.v4 = append(si.v4, ep.Addr)
+			} else {
+				si.v6 = append(si.v6, ep.Addr)
+			}
+		}
+		if ep.Port == 0 {
+			continue
+		}
+		target := strings.ToLower(ep.Node) + ".node." + s.cfg.Domain
+		if _, ok := dns.IsDomainName(target); !ok {
+			continue
+		}
+		key := fmt.Sprintf("%s/%d", target, ep.Port)
+		if seenSRV[key] {
+			continue
+		}
+		seenSRV[key] = true
+		a := ep.Addr
+		if !a.IsValid() {
+			a = ix.nodes[strings.ToLower(ep.Node)]
+		}
+		si.srv = append(si.srv, srvTarget{node: ep.Node, target: target, addr: a, port: ep.Port})
+	}
+	return si
 }
 
 type srvTarget struct {
@@ -246,39 +286,8 @@ func (s *Server) build(snap *Snapshot) *index {
 		if _, dup := ix.services[k]; dup {
 			continue
 		}
-		si := &svcIndex{}
-		seenA := map[netip.Addr]bool{}
-		seenSRV := map[string]bool{}
-		for _, ep := range snap.Services[name] {
-			if !ep.Healthy {
-				continue
-			}
-			if ep.Addr.IsValid() && !seenA[ep.Addr] {
-				seenA[ep.Addr] = true
-				if ep.Addr.Is4() {
-					si.v4 = append(si.v4, ep.Addr)
-				} else {
-					si.v6 = append(si.v6, ep.Addr)
-				}
-			}
-			if ep.Port == 0 {
-				continue
-			}
-			target := strings.ToLower(ep.Node) + ".node." + s.cfg.Domain
-			if _, ok := dns.IsDomainName(target); !ok {
-				continue
-			}
-			key := fmt.Sprintf("%s/%d", target, ep.Port)
-			if seenSRV[key] {
-				continue
-			}
-			seenSRV[key] = true
-			a := ep.Addr
-			if !a.IsValid() {
-				a = ix.nodes[strings.ToLower(ep.Node)]
-			}
-			si.srv = append(si.srv, srvTarget{node: ep.Node, target: target, addr: a, port: ep.Port})
-		}
+		si := s.buildSvc(ix, snap.Services[name], false)
+		si.promoted = s.buildSvc(ix, snap.Services[name], true)
 		ix.services[k] = si
 	}
 	for _, name := range sortedKeys(snap.VIPs) {
@@ -438,14 +447,19 @@ func (s *Server) fill(resp *dns.Msg, q dns.Question) {
 	}
 	switch kind {
 	case "service":
-		srvOnly := false
+		srvOnly, promoted := false, false
 		if svc, proto, ok := strings.Cut(item, "."); ok && strings.HasPrefix(svc, "_") && (proto == "_tcp" || proto == "_udp") {
 			item, srvOnly = svc[1:], true
+		} else if rest, ok := strings.CutPrefix(item, RolePromoted+"."); ok {
+			item, promoted = rest, true
 		}
 		si, ok := ix.services[item]
 		if !ok {
 			s.nxdomain(resp, ix)
 			return
+		}
+		if promoted {
+			si = si.promoted
 		}
 		if !srvOnly {
 			addrs(si.v4, si.v6)

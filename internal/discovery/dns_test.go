@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/paceline/paceline/api"
+	"github.com/paceline/paceline/internal/state"
 )
 
 // startServer runs a server on a free loopback port.
@@ -478,5 +480,46 @@ func TestConfig(t *testing.T) {
 	m.SetQuestion("web.service.paceline.", dns.TypeA)
 	if r := s.Answer(m, true); r.Rcode != dns.RcodeRefused {
 		t.Fatalf("old zone: %s", dns.RcodeToString[r.Rcode])
+	}
+}
+
+func TestDNSPromoted(t *testing.T) {
+	st, rep := testState(), testReports()
+	add := func(slot int, node, role string) {
+		a := &state.Assignment{Resource: "db", Slot: slot, Node: node, Epoch: 30, Role: role}
+		st.Assignments[a.Key()] = a
+		rep[node] = append(rep[node], api.ActiveInstance{Resource: "db", Slot: slot, Epoch: 30, State: "running", Role: role})
+	}
+	add(0, "n1", RolePromoted)
+	add(1, "n2", "")
+	h := &Holder{}
+	h.Set(FromState(st, rep, Options{Ports: map[string]uint16{"db": 5432}}))
+	_, addr := startServer(t, h, Sorted)
+	for _, c := range []struct {
+		name  string
+		qtype uint16
+		want  []string
+	}{
+		{"db.service.paceline.", dns.TypeA, []string{"A 10.0.0.1", "A 10.0.0.2"}},
+		{"promoted.db.service.paceline.", dns.TypeA, []string{"A 10.0.0.1"}},
+		{"promoted.db.service.paceline.", dns.TypeSRV, []string{"SRV 5432 n1.node.paceline."}},
+		{"promoted.web.service.paceline.", dns.TypeA, nil},
+	} {
+		r := query(t, addr, "udp", c.name, c.qtype, 0)
+		if got := answers(r); r.Rcode != dns.RcodeSuccess || !slices.Equal(got, c.want) {
+			t.Errorf("%s: %s %v, want %v", c.name, dns.RcodeToString[r.Rcode], got, c.want)
+		}
+	}
+	if r := query(t, addr, "udp", "promoted.nope.service.paceline.", dns.TypeA, 0); r.Rcode != dns.RcodeNameError {
+		t.Errorf("promoted.nope: %s", dns.RcodeToString[r.Rcode])
+	}
+}
+
+func TestHolderVersionZero(t *testing.T) {
+	h := &Holder{}
+	a, b := bigState(1), bigState(2)
+	a.Version, b.Version = 0, 0
+	if !h.Set(a) || !h.Set(b) || h.Snapshot() != b {
+		t.Fatal("version 0 snapshot not replaced")
 	}
 }

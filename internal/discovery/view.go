@@ -26,9 +26,12 @@ type Endpoint struct {
 	Healthy bool
 	// Slot is the clone slot (0 for a single resource).
 	Slot int
-	// Role is "promoted" for a promoted instance, else empty.
+	// Role is RolePromoted for a promoted instance, else empty.
 	Role string
 }
+
+// RolePromoted is the Role of a promoted instance (state.Assignment.Role).
+const RolePromoted = "promoted"
 
 // VIP is a virtual IP address resource (class vip).
 type VIP struct {
@@ -76,12 +79,13 @@ type Holder struct {
 func (h *Holder) Snapshot() *Snapshot { return h.p.Load() }
 
 // Set replaces the snapshot. It reports whether the version changed (a
-// snapshot with the same version as the current one is not stored, so
-// caches keyed on the old pointer stay valid).
+// snapshot with the same non-zero version as the current one is not
+// stored, so caches keyed on the old pointer stay valid; version 0 means
+// "unknown" and always replaces).
 func (h *Holder) Set(s *Snapshot) bool {
 	for {
 		old := h.p.Load()
-		if old != nil && s != nil && old.Version == s.Version {
+		if old != nil && s != nil && s.Version != 0 && old.Version == s.Version {
 			return false
 		}
 		if h.p.CompareAndSwap(old, s) {
