@@ -3,11 +3,13 @@ package discovery
 import (
 	"encoding/binary"
 	"hash/fnv"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/paceline/paceline/api"
 	"github.com/paceline/paceline/internal/spec"
@@ -247,5 +249,28 @@ func sortedKeys[V any](m map[string]V) []string {
 		out = append(out, k)
 	}
 	sort.Strings(out)
+	return out
+}
+
+// ActiveFromStates turns the coordinator's InstanceStates (node → slot key
+// "name:slot" → state) into the reports FromState reads. Those carry no
+// epoch, so the epoch check is skipped (Epoch is set to the maximum): a
+// "running" state counts for whatever assignment of that slot is on that
+// node. Prefer the nodes' Renew.Active when available.
+func ActiveFromStates(states map[string]map[string]string) map[string][]api.ActiveInstance {
+	out := map[string][]api.ActiveInstance{}
+	for node, m := range states {
+		for key, st := range m {
+			i := strings.LastIndexByte(key, ':')
+			if i < 0 {
+				continue
+			}
+			slot, err := strconv.Atoi(key[i+1:])
+			if err != nil {
+				continue
+			}
+			out[node] = append(out[node], api.ActiveInstance{Resource: key[:i], Slot: slot, Epoch: math.MaxUint64, State: st})
+		}
+	}
 	return out
 }

@@ -155,3 +155,21 @@ func TestHolder(t *testing.T) {
 		t.Fatal("Set of a new version ignored")
 	}
 }
+
+func TestActiveFromStates(t *testing.T) {
+	rep := ActiveFromStates(map[string]map[string]string{
+		"n1": {"web:0": "running", "bad": "running", "x:y": "running"},
+		"n2": {"web:1": "starting"},
+		"n3": {"web:2": "running"},
+	})
+	snap := FromState(testState(), rep, Options{})
+	var healthy []string
+	for _, ep := range snap.Services["web"] {
+		if ep.Healthy {
+			healthy = append(healthy, ep.Node)
+		}
+	}
+	if len(healthy) != 2 || healthy[0] != "n1" || healthy[1] != "n3" || len(rep["n1"]) != 1 {
+		t.Fatalf("healthy %v, reports %v", healthy, rep)
+	}
+}

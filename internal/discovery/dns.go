@@ -18,7 +18,7 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultAddr       = "127.0.0.53:8600"
+	DefaultAddr       = "127.0.0.1:8600"
 	DefaultDomain     = "paceline."
 	DefaultTTL        = 2 * time.Second
 	DefaultMaxUDPSize = 1232
@@ -38,7 +38,7 @@ const (
 // Config configures the DNS server.
 type Config struct {
 	// Addr is the one address the server listens on, over UDP and TCP
-	// (same port); default 127.0.0.53:8600. Port 0 picks a free port (the
+	// (same port); default 127.0.0.1:8600. Port 0 picks a free port (the
 	// same for both).
 	Addr string
 	// Domain is the zone, default "paceline.".
