@@ -86,8 +86,8 @@ type Options struct {
 	Rand   func(n int64) int64                              // in [0, n): the random delay; default math/rand/v2
 	Sleep  func(ctx context.Context, d time.Duration) error // delays and pauses; default a timer honouring ctx
 	Logger *slog.Logger                                     // default slog.Default()
-	// Devices overrides device construction (tests); nil = NewAgentDevice
-	// or NewRedfishDevice by configuration.
+	// NewDevice overrides device construction (tests); nil =
+	// NewAgentDevice or NewRedfishDevice by configuration.
 	NewDevice func(cfg DeviceConfig, agentDir string) (Device, error)
 }
 
@@ -211,6 +211,22 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// Monitor runs the monitor action of device name once (is the device
+// reachable and are the credentials right?), bounded by the device's
+// timeout. Use it for health: a node whose devices all fail monitor
+// cannot be fenced.
+func (f *Fencer) Monitor(ctx context.Context, name string) error {
+	dev, ok := f.devices[name]
+	if !ok {
+		return fmt.Errorf("unknown fence device %q", name)
+	}
+	timeout, _ := f.policy(name)
+	if o := dev.Exec(ctx, Monitor, Target{}, timeout); !o.OK() {
+		return errors.New(o.Err)
+	}
+	return nil
 }
 
 // Close releases the devices' idle connections.

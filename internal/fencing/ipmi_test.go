@@ -216,8 +216,8 @@ func TestIPMIOffOnReboot(t *testing.T) {
 	if o := dev.Exec(ctx, Status, Target{Node: "n1", Port: "n1"}, 0); o.Power != PowerOn {
 		t.Errorf("status after reboot: %+v", o)
 	}
-	if o := dev.Exec(ctx, Monitor, Target{}, 0); !o.OK() {
-		t.Errorf("monitor: %+v", o)
+	if err := f.Monitor(ctx, "ipmi"); err != nil {
+		t.Errorf("monitor: %v", err)
 	}
 	if o := dev.Exec(ctx, List, Target{}, 0); !o.OK() {
 		t.Errorf("list: %+v", o)
@@ -238,6 +238,11 @@ func TestIPMIWrongPassword(t *testing.T) {
 	logAttempts(t, r)
 	if r.OK {
 		t.Fatal("fence with a wrong password succeeded")
+	}
+	if err := f.Monitor(context.Background(), "ipmi"); err == nil {
+		t.Error("monitor with a wrong password succeeded")
+	} else {
+		t.Logf("monitor: %v", err)
 	}
 	if len(r.Attempts) != 2 {
 		t.Errorf("want 2 attempts (1 retry), got %d", len(r.Attempts))
