@@ -124,8 +124,13 @@ func (s *Server) Start() error {
 		return err
 	}
 	s.udpAddr, s.tcpAddr = pc.LocalAddr(), l.Addr()
-	s.udp = &dns.Server{PacketConn: pc, Handler: s, UDPSize: s.cfg.MaxUDPSize}
-	s.tcp = &dns.Server{Listener: l, Handler: s,
+	// Each server signals once it serves (or fails to), so that a Shutdown
+	// right after Start never finds a server "not started" that then serves
+	// forever.
+	ready := make(chan error, 2)
+	notify := func() { ready <- nil }
+	s.udp = &dns.Server{PacketConn: pc, Handler: s, UDPSize: 4096, NotifyStartedFunc: notify}
+	s.tcp = &dns.Server{Listener: l, Handler: s, NotifyStartedFunc: notify,
 		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}
 	s.done = make(chan struct{})
 	var wg sync.WaitGroup
@@ -137,10 +142,30 @@ func (s *Server) Start() error {
 				s.mu.Lock()
 				s.errs = append(s.errs, err)
 				s.mu.Unlock()
+				select {
+				case ready <- err:
+				default:
+				}
 			}
 		}()
 	}
 	go func() { wg.Wait(); close(s.done) }()
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	for range 2 {
+		select {
+		case err := <-ready:
+			if err != nil {
+				pc.Close()
+				l.Close()
+				return fmt.Errorf("discovery: serve: %w", err)
+			}
+		case <-timeout.C:
+			pc.Close()
+			l.Close()
+			return errors.New("discovery: the DNS listeners did not start within 10s")
+		}
+	}
 	return nil
 }
 

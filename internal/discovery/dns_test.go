@@ -523,3 +523,70 @@ func TestHolderVersionZero(t *testing.T) {
 		t.Fatal("version 0 snapshot not replaced")
 	}
 }
+
+func TestStartShutdown(t *testing.T) {
+	h := &Holder{}
+	for range 20 { // Shutdown right after Start never leaves a server running
+		s, err := NewServer(Config{Addr: "127.0.0.1:0"}, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(); err == nil {
+			t.Fatal("second Start accepted")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := s.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	s, _ := NewServer(Config{Addr: "127.0.0.1:0"}, h)
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatalf("shutdown before start: %v", err)
+	}
+	// The port in use: a clear error.
+	_, addr := startServer(t, h, Sorted)
+	b, _ := NewServer(Config{Addr: addr}, h)
+	if err := b.Start(); err == nil || !strings.Contains(err.Error(), "listen udp") {
+		t.Fatalf("port in use: %v", err)
+	}
+}
+
+func TestDNSOddRequests(t *testing.T) {
+	h := &Holder{}
+	h.Set(FromState(testState(), testReports(), Options{}))
+	s, err := NewServer(Config{Addr: "127.0.0.1:0", Order: Sorted}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := new(dns.Msg)
+	m.SetQuestion("web.service.paceline.", dns.TypeA)
+	m.SetEdns0(1232, false)
+	m.Extra = append(m.Extra, m.Extra[0])
+	if r := s.Answer(m, true); r.Rcode != dns.RcodeFormatError {
+		t.Fatalf("two OPT: %s", dns.RcodeToString[r.Rcode])
+	}
+	m = new(dns.Msg)
+	m.SetQuestion("web.service.paceline.", dns.TypeA)
+	m.Response = true
+	if r := s.Answer(m, true); r.Rcode != dns.RcodeFormatError {
+		t.Fatalf("response as query: %s", dns.RcodeToString[r.Rcode])
+	}
+	m = new(dns.Msg)
+	m.Id = 7
+	if r := s.Answer(m, true); r.Rcode != dns.RcodeFormatError || r.Id != 7 {
+		t.Fatalf("no question: %s", dns.RcodeToString[r.Rcode])
+	}
+	if s.Answer(nil, true) != nil {
+		t.Fatal("nil request answered")
+	}
+	m = new(dns.Msg)
+	m.SetQuestion("web.service.paceline.", dns.TypeA)
+	m.SetEdns0(100, false) // below 512: treated as 512
+	if r := s.Answer(m, true); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 2 || r.IsEdns0() == nil {
+		t.Fatalf("small edns: %v", r)
+	}
+}
