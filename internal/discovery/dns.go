@@ -91,6 +91,8 @@ type Server struct {
 
 	idx atomic.Pointer[index]
 
+	nQueries, nNX, nNoData, nRefused, nFormErr, nTC atomic.Uint64
+
 	mu      sync.Mutex
 	udp     *dns.Server
 	tcp     *dns.Server
@@ -338,7 +340,41 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	if resp == nil {
 		return
 	}
+	s.count(resp)
 	_ = w.WriteMsg(resp)
+}
+
+// Stats counts the answers the server sent since it was created.
+type Stats struct {
+	Queries   uint64 // every answer
+	NXDomain  uint64 // NXDOMAIN
+	NoData    uint64 // NOERROR without records
+	Refused   uint64 // outside the zone, other class, zone transfers
+	FormErr   uint64 // FORMERR, NOTIMP, BADVERS answered by this handler
+	Truncated uint64 // answers sent with TC over UDP
+}
+
+// Stats returns the counters (for metrics).
+func (s *Server) Stats() Stats {
+	return Stats{Queries: s.nQueries.Load(), NXDomain: s.nNX.Load(), NoData: s.nNoData.Load(),
+		Refused: s.nRefused.Load(), FormErr: s.nFormErr.Load(), Truncated: s.nTC.Load()}
+}
+
+func (s *Server) count(resp *dns.Msg) {
+	s.nQueries.Add(1)
+	switch {
+	case resp.Rcode == dns.RcodeNameError:
+		s.nNX.Add(1)
+	case resp.Rcode == dns.RcodeRefused:
+		s.nRefused.Add(1)
+	case resp.Rcode == dns.RcodeSuccess && len(resp.Answer) == 0:
+		s.nNoData.Add(1)
+	case resp.Rcode != dns.RcodeSuccess:
+		s.nFormErr.Add(1)
+	}
+	if resp.Truncated {
+		s.nTC.Add(1)
+	}
 }
 
 // Answer builds the reply to req; udp limits its size to what the client

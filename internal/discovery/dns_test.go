@@ -590,3 +590,64 @@ func TestDNSOddRequests(t *testing.T) {
 		t.Fatalf("small edns: %v", r)
 	}
 }
+
+func TestStats(t *testing.T) {
+	h := &Holder{}
+	h.Set(bigState(200))
+	s, addr := startServer(t, h, Sorted)
+	query(t, addr, "udp", "big.service.paceline.", dns.TypeA, 0)   // truncated
+	query(t, addr, "tcp", "big.service.paceline.", dns.TypeA, 0)   // full
+	query(t, addr, "udp", "big.service.paceline.", dns.TypeTXT, 0) // nodata
+	query(t, addr, "udp", "x.service.paceline.", dns.TypeA, 0)     // nxdomain
+	query(t, addr, "udp", "example.", dns.TypeA, 0)                // refused
+	got := s.Stats()
+	want := Stats{Queries: 5, NXDomain: 1, NoData: 1, Refused: 1, Truncated: 1}
+	if got != want {
+		t.Fatalf("stats %+v, want %+v", got, want)
+	}
+}
+
+func BenchmarkAnswer(b *testing.B) {
+	h := &Holder{}
+	h.Set(FromState(testState(), testReports(), Options{}))
+	s, err := NewServer(Config{Addr: "127.0.0.1:0"}, h)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := new(dns.Msg)
+	m.SetQuestion("web.service.paceline.", dns.TypeA)
+	b.ReportAllocs()
+	for b.Loop() {
+		if r := s.Answer(m, true); len(r.Answer) != 2 {
+			b.Fatal(r)
+		}
+	}
+}
+
+func BenchmarkUDPQuery(b *testing.B) {
+	h := &Holder{}
+	h.Set(FromState(testState(), testReports(), Options{}))
+	s, err := NewServer(Config{Addr: "127.0.0.1:0"}, h)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	u, _ := s.Addrs()
+	c := &dns.Client{Net: "udp", Timeout: 5 * time.Second}
+	conn, err := c.Dial(u.String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	m := new(dns.Msg)
+	m.SetQuestion("web.service.paceline.", dns.TypeA)
+	for b.Loop() {
+		r, _, err := c.ExchangeWithConn(m, conn)
+		if err != nil || len(r.Answer) != 2 {
+			b.Fatal(r, err)
+		}
+	}
+}
