@@ -484,3 +484,19 @@ func TestFenceCanceled(t *testing.T) {
 		t.Errorf("cancel took %s", took)
 	}
 }
+
+// A reboot whose on half fails still fences the node (its off half was
+// confirmed) and says so in Warning.
+func TestRebootOnHalfFails(t *testing.T) {
+	d := fakeDev(t, "fake", "ok", map[string]string{"onfail": "1"})
+	d.Retries = intp(0)
+	f := newFencer(t, Config{Devices: []DeviceConfig{d}}, Options{})
+	r := f.Fence(context.Background(), "n1", Reboot)
+	logAttempts(t, r)
+	if !r.OK || !strings.Contains(r.Warning, "did not power on again: device fake: fence_fake on: exit 1: ERROR: simulated failure of on") {
+		t.Fatalf("result: %+v", r)
+	}
+	if h := f.History(); len(h) != 1 || !h[0].OK || h[0].Warning != r.Warning {
+		t.Errorf("history: %+v", h)
+	}
+}

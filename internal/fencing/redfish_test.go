@@ -90,7 +90,10 @@ func (b *redfishBMC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if path == "" && r.Method == http.MethodGet {
-		_ = json.NewEncoder(w).Encode(map[string]any{"Members@odata.count": len(b.power)})
+		b.mu.Lock()
+		n := len(b.power)
+		b.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(map[string]any{"Members@odata.count": n})
 		return
 	}
 	id, action, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")
