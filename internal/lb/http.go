@@ -100,6 +100,13 @@ func (l *LB) newHTTPServer(f *frontend) *http.Server {
 	return srv
 }
 
+// serveHTTPOn serves connections handed off by the raw path.
+func (l *LB) serveHTTPOn(f *frontend, ln net.Listener) {
+	if err := f.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+		l.log.Warn("http frontend stopped", "frontend", f.cfg.Name, "err", err)
+	}
+}
+
 func (l *LB) serveHTTP(f *frontend) {
 	srv := f.srv
 	var err error

@@ -517,3 +517,78 @@ func TestHTTPServerTimeoutIsInactivity(t *testing.T) {
 		t.Fatalf("stalled server: %s, want 504", resp.Status)
 	}
 }
+
+func TestHTTPRawPathEdgeCases(t *testing.T) {
+	addr, _ := newHTTPServer(t, "a", func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/close-delimited":
+			c, brw, _ := http.NewResponseController(w).Hijack()
+			brw.Flush()
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\nuntil-close")
+			c.Close()
+		case "/info":
+			fmt.Fprintf(w, "%s %s xff=%s", r.Proto, r.URL.Path, r.Header.Get("X-Forwarded-For"))
+		default:
+			w.WriteHeader(204)
+		}
+	})
+	l := mustNew(t, httpConfig(Server{Name: "a", Address: addr}))
+	fe := l.Addr("fe").String()
+	dial := func() (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", fe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		return c, bufio.NewReader(c)
+	}
+	read := func(br *bufio.Reader, method string) (*http.Response, string) {
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	// Pipelined requests, the second with Connection: close.
+	c, br := dial()
+	io.WriteString(c, "GET /info HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1\r\n\r\nGET /204 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	if resp, body := read(br, "GET"); resp.StatusCode != 200 || body != "HTTP/1.1 /info xff=10.0.0.1, 127.0.0.1" {
+		t.Fatalf("pipelined 1: %d %q", resp.StatusCode, body)
+	}
+	if resp, _ := read(br, "GET"); resp.StatusCode != 204 || !resp.Close {
+		t.Fatalf("pipelined 2: %d close=%v", resp.StatusCode, resp.Close)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("connection not closed after Connection: close: %v", err)
+	}
+	c.Close()
+	// HTTP/1.0 goes to net/http.
+	c, br = dial()
+	io.WriteString(c, "GET /info HTTP/1.0\r\nHost: x\r\n\r\n")
+	if resp, body := read(br, "GET"); resp.StatusCode != 200 || !strings.HasPrefix(body, "HTTP/1.1 /info") {
+		t.Fatalf("HTTP/1.0: %d %q", resp.StatusCode, body)
+	}
+	c.Close()
+	// A close-delimited response is forwarded and the client connection closed.
+	c, br = dial()
+	io.WriteString(c, "GET /close-delimited HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := read(br, "GET"); resp.StatusCode != 200 || body != "until-close" || resp.Header.Get("X-A") != "1" {
+		t.Fatalf("close-delimited: %d %q", resp.StatusCode, body)
+	}
+	c.Close()
+	// Garbage gets net/http's 400.
+	c, br = dial()
+	io.WriteString(c, "BLAH\r\n\r\n")
+	if resp, _ := read(br, "GET"); resp.StatusCode != 400 {
+		t.Fatalf("garbage: %d", resp.StatusCode)
+	}
+	c.Close()
+	// A head that is too big: 431.
+	c, br = dial()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("b", 20000)+"\r\n\r\n")
+	if resp, _ := read(br, "GET"); resp.StatusCode != 431 {
+		t.Fatalf("big head: %d", resp.StatusCode)
+	}
+	c.Close()
+}

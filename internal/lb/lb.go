@@ -38,6 +38,7 @@ type LB struct {
 	backends  map[string]*backend
 	feErr     map[string]error
 	closed    bool
+	noRawHTTP bool // tests: force the net/http path
 
 	connMu sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -50,6 +51,7 @@ type frontend struct {
 	cfg     Frontend // fixed while the listener lives
 	tls     *TLS     // current certificate files; under LB.mu
 	idle    atomic.Int64
+	stopped atomic.Bool
 	ln      net.Listener
 	backend atomic.Pointer[backend]
 	srv     *http.Server                    // http mode
@@ -190,7 +192,13 @@ func (l *LB) startFrontend(field string, fc Frontend, b *backend) (*frontend, er
 	f.ln = ln
 	l.log.Info("frontend listening", "frontend", fc.Name, "addr", ln.Addr().String(), "mode", fc.Mode)
 	l.wg.Add(1)
-	if fc.Mode == "http" {
+	if fc.Mode == "http" && fc.TLS == nil && !fc.H2C && !l.noRawHTTP {
+		f.srv = l.newHTTPServer(f)
+		cl := &chanListener{addr: ln.Addr(), ch: make(chan net.Conn), done: make(chan struct{})}
+		l.wg.Add(1)
+		go func() { defer l.wg.Done(); l.serveHTTPOn(f, cl) }()
+		go func() { defer l.wg.Done(); defer close(f.done); l.acceptRaw(f, cl) }()
+	} else if fc.Mode == "http" {
 		f.srv = l.newHTTPServer(f)
 		go func() { defer l.wg.Done(); defer close(f.done); l.serveHTTP(f) }()
 	} else {
@@ -201,6 +209,7 @@ func (l *LB) startFrontend(field string, fc Frontend, b *backend) (*frontend, er
 
 // stopFrontend closes the listener; established connections continue.
 func (l *LB) stopFrontend(f *frontend) {
+	f.stopped.Store(true)
 	f.ln.Close() // synchronously: a new frontend may bind the same address
 	if f.srv != nil {
 		// Shutdown closes the listener and idle keep-alive connections and
@@ -303,10 +312,10 @@ func (l *LB) Close() error {
 	l.closed = true
 	l.cancel()
 	for _, f := range l.frontends {
+		f.stopped.Store(true)
+		f.ln.Close()
 		if f.srv != nil {
 			f.srv.Close()
-		} else {
-			f.ln.Close()
 		}
 	}
 	for _, b := range l.backends {
