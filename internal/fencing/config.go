@@ -117,10 +117,25 @@ type LevelConfig struct {
 	Devices []string `json:"devices"`
 }
 
-// secretParams are parameter names that must come from SecretFiles.
-var secretParams = map[string]bool{
-	"password": true, "passwd": true, "hexadecimal_kg": true, "kg": true,
-	"identity_file": false, // a path, not a secret
+// isSecretParam reports whether a parameter must come from SecretFiles:
+// passwords (password, passwd, snmp_auth_passwd, snmp_priv_passwd, ...),
+// IPMI Kg keys, SNMP communities, tokens and secrets. The *_script
+// parameters name a command, not a secret.
+func isSecretParam(name string) bool {
+	n := strings.ToLower(name)
+	if strings.HasSuffix(n, "_script") {
+		return false
+	}
+	switch n {
+	case "hexadecimal_kg", "kg", "community":
+		return true
+	}
+	for _, s := range []string{"passw", "secret", "token"} {
+		if strings.Contains(n, s) {
+			return true
+		}
+	}
+	return false
 }
 
 var agentName = regexp.MustCompile(`^fence_[A-Za-z0-9_]+$`)
@@ -248,7 +263,7 @@ func (d *DeviceConfig) validate(f string) []error {
 			add(fieldErr(pf, "not a valid parameter name"))
 		case reservedParams[k]:
 			add(fieldErr(pf, "is set by paceline (use hosts/hostMap/hostArgument)"))
-		case secretParams[k]:
+		case isSecretParam(k):
 			add(fieldErr(pf, "is a secret: give it in secretFiles (a file path), not in params"))
 		case strings.ContainsAny(d.Params[k], "\n\r"):
 			add(fieldErr(pf, "value must be a single line"))

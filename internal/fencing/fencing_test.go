@@ -105,6 +105,9 @@ func TestValidateRefusesContradictions(t *testing.T) {
 		{"password in params", Config{Devices: []DeviceConfig{{Name: "a", Agent: "fence_ipmilan", Hosts: []string{"n1"},
 			Params: map[string]string{"password": "x"}}}},
 			[]string{`devices[0].params[password]: is a secret: give it in secretFiles`}},
+		{"snmp community in params", Config{Devices: []DeviceConfig{{Name: "a", Agent: "fence_apc_snmp", Hosts: []string{"n1"},
+			Params: map[string]string{"community": "private", "snmp_priv_passwd": "x", "password_script": "/bin/pw"}}}},
+			[]string{`devices[0].params[community]: is a secret`, `devices[0].params[snmp_priv_passwd]: is a secret`}},
 		{"agent and redfish", Config{Devices: []DeviceConfig{{Name: "a", Agent: "fence_ipmilan", Hosts: []string{"n1"},
 			Redfish: &RedfishConfig{Address: "https://x"}}}},
 			[]string{`devices[0].agent: agent and redfish are exclusive`}},
@@ -140,7 +143,8 @@ func TestValidateRefusesContradictions(t *testing.T) {
 			}
 		})
 	}
-	ok := Config{Devices: []DeviceConfig{dev("a", "n1", "n2"), {Name: "pdu", Agent: "fence_apc", HostMap: map[string]string{"n1": "1", "n2": "2"}}},
+	ok := Config{Devices: []DeviceConfig{dev("a", "n1", "n2"), {Name: "pdu", Agent: "fence_apc", HostMap: map[string]string{"n1": "1", "n2": "2"},
+		Params: map[string]string{"password_script": "/usr/local/bin/pdu-pw"}}},
 		Levels: []LevelConfig{{Node: "n1", Level: 1, Devices: []string{"a"}}, {Node: "n1", Level: 2, Devices: []string{"pdu"}}}}
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("valid config refused: %v", err)

@@ -323,6 +323,9 @@ func TestIPMITwoLevels(t *testing.T) {
 
 // Measures fence-to-confirmed-off time; never asserts durations.
 func TestIPMIFenceToOffTiming(t *testing.T) {
+	if testing.Short() {
+		t.Skip("timing measurement skipped in -short mode")
+	}
 	const pw = "timing-pw"
 	b := startBMC(t, "127.0.0.206", pw)
 	pwf := secretFile(t, pw)
