@@ -26,6 +26,7 @@ type bconn struct {
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	used time.Time
+	dl   time.Time // read/write deadline last set (raw path)
 }
 
 const maxIdlePerServer = 1024
@@ -300,7 +301,8 @@ func (l *LB) exchange(b *backend, s *server, cfg *Backend, w http.ResponseWriter
 			bw.Reset(c)
 			bc = &bconn{c: c, br: br, bw: bw}
 		}
-		bc.c.SetDeadline(now.Add(cfg.ServerTimeout))
+		bc.dl = now.Add(cfg.ServerTimeout)
+		bc.c.SetDeadline(bc.dl)
 		err = writeRequest(&idleWriter{bc.bw, bc.c, cfg.ServerTimeout}, r, ci, tls, dropCookie)
 		var resp *http.Response
 		if err == nil {
@@ -370,7 +372,7 @@ type idleWriter struct {
 
 func (w *idleWriter) Write(p []byte) (int, error) {
 	if len(p) > 4<<10 {
-		w.c.SetDeadline(time.Now().Add(w.idle))
+		w.c.SetDeadline(time.Now().Add(w.idle)) // later than bconn.dl: safe
 	}
 	return w.Writer.Write(p)
 }

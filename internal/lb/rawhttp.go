@@ -87,8 +87,11 @@ func readHead(br *bufio.Reader) ([]byte, error) {
 
 var errHeadTooBig = errors.New("message head too big")
 
-func parseHead(raw []byte) (*head, bool) {
-	h := &head{raw: raw, clen: -1}
+func parseHead(raw []byte) (*head, bool) { return parseHeadInto(&head{}, raw) }
+
+// parseHeadInto parses into h, reusing its fields slice.
+func parseHeadInto(h *head, raw []byte) (*head, bool) {
+	*h = head{raw: raw, clen: -1, fields: h.fields[:0]}
 	rest := raw[:len(raw)-2]
 	first := true
 	for len(rest) > 0 {
@@ -203,11 +206,18 @@ func (l *LB) serveRaw(f *frontend, c net.Conn, cl *chanListener) bool {
 		rawBwPool.Put(bw)
 	}()
 	ci := &clientInfo{remote: c.RemoteAddr(), local: c.LocalAddr(), ip: clientIP(c.RemoteAddr())}
+	var reqHead, respHead head
+	var dl time.Time
 	for {
 		if f.stopped.Load() {
 			return false
 		}
-		c.SetReadDeadline(time.Now().Add(time.Duration(f.idle.Load())))
+		// The client inactivity deadline, moved only when a tenth of it
+		// has passed (each move costs a timer update).
+		if idle := time.Duration(f.idle.Load()); time.Until(dl) < idle*9/10 {
+			dl = time.Now().Add(idle)
+			c.SetReadDeadline(dl)
+		}
 		raw, err := readHead(br)
 		if err != nil {
 			if errors.Is(err, errHeadTooBig) {
@@ -219,13 +229,13 @@ func (l *LB) serveRaw(f *frontend, c net.Conn, cl *chanListener) bool {
 		}
 		b := f.backend.Load()
 		cfg := b.config()
-		h, ok := parseHead(raw)
+		h, ok := parseHeadInto(&reqHead, raw)
 		if !ok || h.chunked || h.otherTE || h.upgrade || h.expect || h.host == nil ||
 			!bytes.HasSuffix(h.line, []byte(" HTTP/1.1")) || cfg.Stick == "cookie" || cfg.ProxyProtocol != 0 {
 			return l.handoff(c, br, cl)
 		}
 		isHead := bytes.HasPrefix(h.line, []byte("HEAD "))
-		keep, err := l.rawExchange(b, cfg, h, isHead, br, bw, ci)
+		keep, err := l.rawExchange(b, cfg, h, &respHead, isHead, br, bw, ci)
 		if err != nil || !keep {
 			bw.Flush()
 			return false
@@ -254,7 +264,7 @@ var (
 
 // rawExchange forwards one request (its head already peeked in br) and its
 // response. keep reports that the client connection can serve another.
-func (l *LB) rawExchange(b *backend, cfg *Backend, h *head, isHead bool, br *bufio.Reader, bw *bufio.Writer, ci *clientInfo) (keep bool, err error) {
+func (l *LB) rawExchange(b *backend, cfg *Backend, h, rh *head, isHead bool, br *bufio.Reader, bw *bufio.Writer, ci *clientInfo) (keep bool, err error) {
 	var tried map[*server]bool
 	var lastErr error
 	hl := len(h.raw)
@@ -266,7 +276,7 @@ func (l *LB) rawExchange(b *backend, cfg *Backend, h *head, isHead bool, br *buf
 			}
 			break
 		}
-		retry, keep, err := l.rawOnce(b, s, cfg, h, isHead, br, bw, ci)
+		retry, keep, err := l.rawOnce(b, s, cfg, h, rh, isHead, br, bw, ci)
 		b.release(s)
 		if err == nil {
 			return keep, nil
@@ -309,7 +319,7 @@ func isTimeout(err error) bool {
 // rawOnce does one attempt on server s. Until the request head is consumed
 // from br nothing is lost, so a connect failure or a closed pooled
 // connection can be retried.
-func (l *LB) rawOnce(b *backend, s *server, cfg *Backend, h *head, isHead bool, br *bufio.Reader, bw *bufio.Writer, ci *clientInfo) (retry, keep bool, err error) {
+func (l *LB) rawOnce(b *backend, s *server, cfg *Backend, h, rh *head, isHead bool, br *bufio.Reader, bw *bufio.Writer, ci *clientInfo) (retry, keep bool, err error) {
 	now := time.Now()
 	bc := s.getIdle(now)
 	reused := bc != nil
@@ -327,7 +337,10 @@ func (l *LB) rawOnce(b *backend, s *server, cfg *Backend, h *head, isHead bool, 
 			bbw.Reset(c)
 			bc = &bconn{c: c, br: bbr, bw: bbw}
 		}
-		bc.c.SetDeadline(now.Add(cfg.ServerTimeout))
+		if bc.dl.Sub(now) < cfg.ServerTimeout*9/10 {
+			bc.dl = now.Add(cfg.ServerTimeout)
+			bc.c.SetDeadline(bc.dl)
+		}
 		// Request head.
 		w := bc.bw
 		w.Write(h.line)
@@ -367,14 +380,13 @@ func (l *LB) rawOnce(b *backend, s *server, cfg *Backend, h *head, isHead bool, 
 			werr = w.Flush()
 		}
 		var rawResp []byte
-		var rh *head
 		code := 0
 		for werr == nil {
 			if rawResp, werr = readHead(bc.br); werr != nil {
 				break
 			}
 			var ok bool
-			rh, ok = parseHead(rawResp)
+			_, ok = parseHeadInto(rh, rawResp)
 			if !ok || len(rh.line) < 12 || rh.otherTE || !bytes.HasPrefix(rh.line, []byte("HTTP/1.")) {
 				werr = errors.New("malformed response head from " + s.addr)
 				break
@@ -452,7 +464,11 @@ func (l *LB) rawOnce(b *backend, s *server, cfg *Backend, h *head, isHead bool, 
 // inactivity deadline forward per piece and flushing when the server has
 // nothing more buffered.
 func copyN(bw *bufio.Writer, bc *bconn, n int64, idle time.Duration) error {
-	for n != 0 {
+	for first := true; n != 0; first = false {
+		if !first {
+			bc.dl = time.Now().Add(idle)
+			bc.c.SetDeadline(bc.dl)
+		}
 		if bc.br.Buffered() == 0 {
 			if err := bw.Flush(); err != nil {
 				return err
@@ -472,14 +488,17 @@ func copyN(bw *bufio.Writer, bc *bconn, n int64, idle time.Duration) error {
 			}
 			return err
 		}
-		bc.c.SetReadDeadline(time.Now().Add(idle))
 	}
 	return nil
 }
 
 // copyChunked forwards a chunked body as is (sizes, extensions, trailers).
 func copyChunked(bw *bufio.Writer, bc *bconn, idle time.Duration) error {
-	for {
+	for first := true; ; first = false {
+		if !first && bc.br.Buffered() == 0 {
+			bc.dl = time.Now().Add(idle)
+			bc.c.SetDeadline(bc.dl)
+		}
 		line, err := bc.br.ReadSlice('\n')
 		if err != nil {
 			return err
