@@ -27,6 +27,7 @@ type bconn struct {
 	bw   *bufio.Writer
 	used time.Time
 	dl   time.Time // read/write deadline last set (raw path)
+	lb   *LB
 }
 
 const maxIdlePerServer = 1024
@@ -36,7 +37,19 @@ var (
 	bwPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 8<<10) }}
 )
 
+// newBconn wraps a new server connection; LB.Close closes it if it is
+// still open.
+func (l *LB) newBconn(c net.Conn) *bconn {
+	l.trackConn(c, true)
+	br := brPool.Get().(*bufio.Reader)
+	br.Reset(c)
+	bw := bwPool.Get().(*bufio.Writer)
+	bw.Reset(c)
+	return &bconn{c: c, br: br, bw: bw, lb: l}
+}
+
 func (bc *bconn) close() {
+	bc.lb.trackConn(bc.c, false)
 	bc.c.Close()
 	bc.br.Reset(nil)
 	bc.bw.Reset(nil)
@@ -295,11 +308,7 @@ func (l *LB) exchange(b *backend, s *server, cfg *Backend, w http.ResponseWriter
 				return true, err
 			}
 			b.connOK(s)
-			br := brPool.Get().(*bufio.Reader)
-			br.Reset(c)
-			bw := bwPool.Get().(*bufio.Writer)
-			bw.Reset(c)
-			bc = &bconn{c: c, br: br, bw: bw}
+			bc = l.newBconn(c)
 		}
 		bc.dl = now.Add(cfg.ServerTimeout)
 		bc.c.SetDeadline(bc.dl)

@@ -331,11 +331,7 @@ func (l *LB) rawOnce(b *backend, s *server, cfg *Backend, h, rh *head, isHead bo
 				return true, false, err
 			}
 			b.connOK(s)
-			bbr := brPool.Get().(*bufio.Reader)
-			bbr.Reset(c)
-			bbw := bwPool.Get().(*bufio.Writer)
-			bbw.Reset(c)
-			bc = &bconn{c: c, br: bbr, bw: bbw}
+			bc = l.newBconn(c)
 		}
 		if bc.dl.Sub(now) < cfg.ServerTimeout*9/10 {
 			bc.dl = now.Add(cfg.ServerTimeout)
@@ -448,7 +444,7 @@ func (l *LB) rawOnce(b *backend, s *server, cfg *Backend, h, rh *head, isHead bo
 		if cerr == nil {
 			cerr = bw.Flush()
 		}
-		if cerr != nil || rh.connClose || closeDelim {
+		if cerr != nil || rh.connClose || closeDelim || bytes.HasPrefix(rh.line, []byte("HTTP/1.0")) {
 			bc.close()
 		} else {
 			s.putIdle(bc)
