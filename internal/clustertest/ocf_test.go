@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // ocfSpec runs real Debian OCF agents through the whole stack: an exclusive
@@ -68,7 +69,10 @@ func TestOCFResources(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-node cluster test (-short)")
 	}
-	c := New(t, Options{N: 3})
+	// This test is about the OCF mechanics, not lease timing: a longer
+	// lease keeps a loaded machine (the race detector, other test
+	// binaries) from self-fencing what a probe just found.
+	c := New(t, Options{N: 3, Lease: 3 * time.Second})
 	t.Cleanup(c.CheckNoOverlap)
 	// db already runs on n3 before paceline manages it: its probe finds it.
 	n3 := c.Nodes[2]
