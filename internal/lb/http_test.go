@@ -592,3 +592,49 @@ func TestHTTPRawPathEdgeCases(t *testing.T) {
 	}
 	c.Close()
 }
+
+func TestModeChangeOnSameAddressAndPromptClose(t *testing.T) {
+	a := newTCPServer(t, "a")
+	h, _ := newHTTPServer(t, "h", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hang" {
+			select {
+			case <-r.Context().Done():
+			case <-time.After(3 * time.Second):
+			}
+		}
+		io.WriteString(w, "h")
+	})
+	cfg := tcpConfig("", Server{Name: "a", Address: a.addr()})
+	l, err := New(cfg, testLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr("fe").String()
+	n, tc := dialName(t, addr)
+	if n != "a" {
+		t.Fatal(n)
+	}
+	defer tc.Close()
+	// Same address, now http to another backend.
+	cfg = httpConfig(Server{Name: "h", Address: h})
+	cfg.Frontends[0].Bind = addr
+	if err := l.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, body := get(t, &http.Client{Timeout: 5 * time.Second}, "http://"+addr+"/"); body != "h" {
+		t.Fatalf("after the mode change: %q", body)
+	}
+	io.WriteString(tc, "old\n")
+	tc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if line, err := bufio.NewReader(tc).ReadString('\n'); line != "old\n" {
+		t.Fatalf("tcp session across the mode change: %q %v", line, err)
+	}
+	// Close returns promptly with a request in flight to a slow server.
+	go (&http.Client{Timeout: 5 * time.Second}).Get("http://" + addr + "/hang")
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	l.Close()
+	if el := time.Since(start); el > time.Second {
+		t.Fatalf("Close took %s", el)
+	}
+}
