@@ -17,7 +17,7 @@ import (
 // OpenIPMI's ipmi_sim (openipmi) acting as the BMC of a simulated node:
 // the chassis hook testdata/ipmi/chassis.sh (from /work/shared/ipmi-lab)
 // starts NODE_CMD (a sleep) on power on and SIGKILLs it on power off.
-// Each test runs its own ipmi_sim on a 127.0.0.x address of its own.
+// Each test runs its own ipmi_sim on a loopback address of its own (bmcIP).
 
 const ipmiPort = "6623"
 
@@ -113,6 +113,27 @@ func startBMC(t *testing.T, addr, password string) *bmc {
 }
 
 // nodePID returns the PID of the simulated node if it runs, else 0.
+// waitNodePID waits (generously) for the node process a power-on started
+// to be running its command: the chassis hook records the PID of a shell
+// that only then execs the command, so right after "on" returns the PID
+// may still show the shell.
+func (b *bmc) waitNodePID(not int) int {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if pid := b.nodePID(); (pid > 0 && pid != not) || time.Now().After(deadline) {
+			return pid
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// bmcIP is a loopback address for a test BMC, derived from the process ID
+// so that test binaries running at once never share a BMC address.
+func bmcIP(host int) string {
+	pid := os.Getpid()
+	return fmt.Sprintf("127.%d.%d.%d", 1+pid%250, (pid/250)%250, host)
+}
+
 func (b *bmc) nodePID() int {
 	s, err := os.ReadFile(filepath.Join(b.dir, "run", "node.pid"))
 	if err != nil {
@@ -150,11 +171,11 @@ func ipmiDev(name, addr, pwfile string, extra map[string]string) DeviceConfig {
 func TestIPMIMetadataCheck(t *testing.T) {
 	needIPMI(t)
 	pw := secretFile(t, "x")
-	f := newFencer(t, Config{Devices: []DeviceConfig{ipmiDev("ipmi", "127.0.0.201", pw, nil)}}, Options{})
+	f := newFencer(t, Config{Devices: []DeviceConfig{ipmiDev("ipmi", bmcIP(201), pw, nil)}}, Options{})
 	if err := f.Check(context.Background()); err != nil {
 		t.Fatalf("Check of a valid fence_ipmilan device: %v", err)
 	}
-	d := ipmiDev("ipmi", "127.0.0.201", pw, map[string]string{"ipadress": "10.0.0.1"})
+	d := ipmiDev("ipmi", bmcIP(201), pw, map[string]string{"ipadress": "10.0.0.1"})
 	d.HostArgument = "none"
 	f = newFencer(t, Config{Devices: []DeviceConfig{d}}, Options{})
 	err := f.Check(context.Background())
@@ -166,7 +187,7 @@ func TestIPMIMetadataCheck(t *testing.T) {
 
 func TestIPMIOffOnReboot(t *testing.T) {
 	const pw = "ipmi-S3cret-pw"
-	b := startBMC(t, "127.0.0.202", pw)
+	b := startBMC(t, bmcIP(202), pw)
 	f := newFencer(t, Config{Devices: []DeviceConfig{ipmiDev("ipmi", b.addr, secretFile(t, pw), map[string]string{"power_wait": "0"})}}, Options{})
 	ctx := context.Background()
 
@@ -175,7 +196,7 @@ func TestIPMIOffOnReboot(t *testing.T) {
 	if !r.OK {
 		t.Fatalf("on: %s", r.Error)
 	}
-	node1 := b.nodePID()
+	node1 := b.waitNodePID(0)
 	if node1 == 0 {
 		t.Fatal("power on did not start the node process")
 	}
@@ -198,7 +219,7 @@ func TestIPMIOffOnReboot(t *testing.T) {
 	if !r.OK {
 		t.Fatalf("on: %s", r.Error)
 	}
-	node2 := b.nodePID()
+	node2 := b.waitNodePID(node1)
 	if node2 == 0 || node2 == node1 {
 		t.Fatalf("power on did not restart the node (pid %d, before %d)", node2, node1)
 	}
@@ -208,7 +229,7 @@ func TestIPMIOffOnReboot(t *testing.T) {
 	if !r.OK || r.Warning != "" {
 		t.Fatalf("reboot: %+v", r)
 	}
-	node3 := b.nodePID()
+	node3 := b.waitNodePID(node2)
 	if !processGone(node2) || node3 == 0 || node3 == node2 {
 		t.Errorf("reboot: old node %d gone=%v, new node %d", node2, processGone(node2), node3)
 	}
@@ -229,7 +250,7 @@ func TestIPMIOffOnReboot(t *testing.T) {
 }
 
 func TestIPMIWrongPassword(t *testing.T) {
-	b := startBMC(t, "127.0.0.203", "right-password")
+	b := startBMC(t, bmcIP(203), "right-password")
 	const wrong = "Wr0ng-Passw0rd-value"
 	cfg := Config{Devices: []DeviceConfig{ipmiDev("ipmi", b.addr, secretFile(t, wrong), map[string]string{"power_wait": "0"})},
 		Retries: intp(1), RetryDelay: 100 * time.Millisecond}
@@ -266,7 +287,7 @@ func TestIPMIUnreachable(t *testing.T) {
 	// Nothing listens on 127.0.0.204:6623.
 	pw := secretFile(t, "whatever")
 	t.Run("agent timeouts", func(t *testing.T) {
-		d := ipmiDev("ipmi", "127.0.0.204", pw, map[string]string{"login_timeout": "1", "power_timeout": "1", "ipmitool_timeout": "1", "retry_on": "1"})
+		d := ipmiDev("ipmi", bmcIP(204), pw, map[string]string{"login_timeout": "1", "power_timeout": "1", "ipmitool_timeout": "1", "retry_on": "1"})
 		d.Retries = intp(1)
 		f := newFencer(t, Config{Devices: []DeviceConfig{d}, RetryDelay: 100 * time.Millisecond}, Options{})
 		begin := time.Now()
@@ -280,7 +301,7 @@ func TestIPMIUnreachable(t *testing.T) {
 	t.Run("device timeout", func(t *testing.T) {
 		// fence_ipmilan's own timeouts (20 s) are longer than the device's
 		// timeout: the agent is killed.
-		d := ipmiDev("ipmi", "127.0.0.204", pw, nil)
+		d := ipmiDev("ipmi", bmcIP(204), pw, nil)
 		d.Retries, d.Timeout = intp(0), 2*time.Second
 		f := newFencer(t, Config{Devices: []DeviceConfig{d}}, Options{})
 		r := f.Fence(context.Background(), "n1", Off)
@@ -295,7 +316,7 @@ func TestIPMIUnreachable(t *testing.T) {
 // second fence_ipmilan device with the right one.
 func TestIPMITwoLevels(t *testing.T) {
 	const pw = "level2-pw"
-	b := startBMC(t, "127.0.0.205", pw)
+	b := startBMC(t, bmcIP(205), pw)
 	extra := map[string]string{"power_wait": "0"}
 	cfg := Config{
 		Devices: []DeviceConfig{ipmiDev("bmc-bad", b.addr, secretFile(t, "nope"), extra), ipmiDev("bmc-good", b.addr, secretFile(t, pw), extra)},
@@ -307,7 +328,7 @@ func TestIPMITwoLevels(t *testing.T) {
 	if r := f.Fence(context.Background(), "n1", On); !r.OK || r.Level != 2 {
 		t.Fatalf("on: %+v", r)
 	}
-	node := b.nodePID()
+	node := b.waitNodePID(0)
 	r := f.Fence(context.Background(), "n1", Off)
 	logAttempts(t, r)
 	if !r.OK || r.Level != 2 || r.Devices[0] != "bmc-good" {
@@ -327,7 +348,7 @@ func TestIPMIFenceToOffTiming(t *testing.T) {
 		t.Skip("timing measurement skipped in -short mode")
 	}
 	const pw = "timing-pw"
-	b := startBMC(t, "127.0.0.206", pw)
+	b := startBMC(t, bmcIP(206), pw)
 	pwf := secretFile(t, pw)
 	for _, pwait := range []string{"0", ""} {
 		extra := map[string]string{}
@@ -341,7 +362,7 @@ func TestIPMIFenceToOffTiming(t *testing.T) {
 			if r := f.Fence(context.Background(), "n1", On); !r.OK {
 				t.Fatalf("on: %s", r.Error)
 			}
-			node := b.nodePID()
+			node := b.waitNodePID(0)
 			begin := time.Now()
 			r := f.Fence(context.Background(), "n1", Off)
 			total := time.Since(begin)
