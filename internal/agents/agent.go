@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -295,6 +296,9 @@ type Command struct {
 	Timeout   time.Duration // <= 0: DefaultTimeout
 	KillGrace time.Duration // SIGTERM to SIGKILL; <= 0: DefaultKillGrace
 	MaxOutput int           // per stream; <= 0: DefaultMaxOutput
+	// Stdin is fed to the script (fence agents read their parameters
+	// there); nil means /dev/null.
+	Stdin []byte
 }
 
 // Execution is what RunCommand observed.
@@ -310,7 +314,16 @@ type Execution struct {
 	Duration time.Duration
 }
 
-// RunCommand runs c in a new process group with stdin from /dev/null and
+// stdinOf is the reader for Command.Stdin (nil: /dev/null).
+func stdinOf(b []byte) io.Reader {
+	if b == nil {
+		return nil
+	}
+	return bytes.NewReader(b)
+}
+
+// RunCommand runs c in a new process group with stdin from Command.Stdin
+// (default /dev/null) and
 // waits for it. The script gets Pdeathsig SIGKILL: if the agent dies, the
 // script dies with it (what the script forked does not inherit that;
 // daemons it started are meant to survive, helpers it waits for are
@@ -344,6 +357,7 @@ func RunCommand(ctx context.Context, c Command) Execution {
 		Args:   append([]string{c.Path}, c.Args...),
 		Env:    c.Env,
 		Dir:    dir,
+		Stdin:  stdinOf(c.Stdin),
 		Stdout: stdout,
 		Stderr: stderr,
 		// Own group: a timeout kills the script and everything it forked

@@ -204,7 +204,7 @@ func (d *AgentDevice) Exec(ctx context.Context, action Action, t Target, timeout
 	if err != nil {
 		return Outcome{ExitCode: ExitNoExit, Err: redact(err.Error(), secrets)}
 	}
-	ex := runStdin(ctx, agents.Command{Path: d.path, Env: agentEnv, Timeout: timeout, KillGrace: d.killGrace}, in)
+	ex := agents.RunCommand(ctx, agents.Command{Path: d.path, Env: agentEnv, Timeout: timeout, KillGrace: d.killGrace, MaxOutput: 1 << 20, Stdin: in})
 	clear(in)
 	o := Outcome{ExitCode: ex.ExitCode, TimedOut: ex.TimedOut, Duration: ex.Duration,
 		Output: redact(ex.Stdout, secrets)}
