@@ -251,31 +251,7 @@ func TestVIP(t *testing.T) {
 // address moves like after a power loss.
 func TestVIPAgentCrash(t *testing.T) {
 	c, client := newVIPCluster(t, "vk")
-	sub := c.l.Subnet()
-	vip := sub.Addr()
-	for i := 0; i < 200; i++ {
-		vip = vip.Next()
-	}
-	doc := fmt.Sprintf(`apiVersion: paceline/v1
-cluster: {name: %s}
-resources:
-  - name: plvip
-    class: vip
-    params: {address: "%s/%d", interface: %s}
-    operations: [{name: monitor, interval: 1s}]
-`, labcluster.ClusterName, vip, sub.Bits(), c.hosts[0].Iface)
-	if out := c.mustCLI(c.hosts[0], "apply", "-f", c.writeSpec("vip", doc)); !strings.Contains(out, "applied as version") {
-		t.Fatalf("apply:\n%s", out)
-	}
-	var first string
-	waitFor(t, 60*time.Second, "the address on exactly one host", func() bool {
-		hs := c.addrHolders(vip, "")
-		if len(hs) == 1 {
-			first = hs[0]
-		}
-		return len(hs) == 1
-	})
-	c.run(client, "ping", "-c", "1", "-W", "5", vip.String())
+	vip, first := c.startVIP(t, client)
 	pid, err := labcluster.AgentPID(c.l, c.host(first))
 	if err != nil {
 		t.Fatal(err)
@@ -315,31 +291,7 @@ resources:
 // as far as 20 ms sampling can tell, also after healing.
 func TestVIPPartition(t *testing.T) {
 	c, client := newVIPCluster(t, "vp")
-	sub := c.l.Subnet()
-	vip := sub.Addr()
-	for i := 0; i < 200; i++ {
-		vip = vip.Next()
-	}
-	doc := fmt.Sprintf(`apiVersion: paceline/v1
-cluster: {name: %s}
-resources:
-  - name: plvip
-    class: vip
-    params: {address: "%s/%d", interface: %s}
-    operations: [{name: monitor, interval: 1s}]
-`, labcluster.ClusterName, vip, sub.Bits(), c.hosts[0].Iface)
-	if out := c.mustCLI(c.hosts[0], "apply", "-f", c.writeSpec("vip", doc)); !strings.Contains(out, "applied as version") {
-		t.Fatalf("apply:\n%s", out)
-	}
-	var first string
-	waitFor(t, 60*time.Second, "the address on exactly one host", func() bool {
-		hs := c.addrHolders(vip, "")
-		if len(hs) == 1 {
-			first = hs[0]
-		}
-		return len(hs) == 1
-	})
-	c.run(client, "ping", "-c", "1", "-W", "5", vip.String())
+	vip, first := c.startVIP(t, client)
 	tCut := time.Now()
 	if err := c.l.Partition([]*lab.Host{c.host(first)}); err != nil {
 		t.Fatal(err)
@@ -391,4 +343,37 @@ resources:
 	if strings.Contains(ev, "already in use") {
 		t.Errorf("a start was refused by the ARP probe:\n%s", ev)
 	}
+}
+
+// startVIP applies a spec with one vip resource (subnet address .200 on
+// the hosts' interface), waits until exactly one host holds it, lets the
+// client resolve it, and returns the address and its holder.
+func (c *cluster) startVIP(t *testing.T, client *lab.Host) (netip.Addr, string) {
+	t.Helper()
+	sub := c.l.Subnet()
+	vip := sub.Addr()
+	for i := 0; i < 200; i++ {
+		vip = vip.Next()
+	}
+	doc := fmt.Sprintf(`apiVersion: paceline/v1
+cluster: {name: %s}
+resources:
+  - name: plvip
+    class: vip
+    params: {address: "%s/%d", interface: %s}
+    operations: [{name: monitor, interval: 1s}]
+`, labcluster.ClusterName, vip, sub.Bits(), c.hosts[0].Iface)
+	if out := c.mustCLI(c.hosts[0], "apply", "-f", c.writeSpec("vip", doc)); !strings.Contains(out, "applied as version") {
+		t.Fatalf("apply:\n%s", out)
+	}
+	var first string
+	waitFor(t, 60*time.Second, "the address on exactly one host", func() bool {
+		hs := c.addrHolders(vip, "")
+		if len(hs) == 1 {
+			first = hs[0]
+		}
+		return len(hs) == 1
+	})
+	c.run(client, "ping", "-c", "1", "-W", "5", vip.String())
+	return vip, first
 }
