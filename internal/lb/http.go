@@ -23,6 +23,7 @@ const clientKey ctxKey = 0
 type clientInfo struct {
 	remote, local net.Addr
 	ip            string
+	conn          net.Conn // raw path: the client connection
 }
 
 type bufPool struct{ p sync.Pool }

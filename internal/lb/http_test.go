@@ -638,3 +638,53 @@ func TestModeChangeOnSameAddressAndPromptClose(t *testing.T) {
 		t.Fatalf("Close took %s", el)
 	}
 }
+
+func TestHTTPLargeBodiesSpliced(t *testing.T) {
+	const size = 32 << 20
+	block := make([]byte, 1<<20)
+	for i := range block {
+		block[i] = byte(i * 7)
+	}
+	addr, _ := newHTTPServer(t, "a", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/length" {
+			w.Header().Set("Content-Length", fmt.Sprint(size))
+		}
+		for range size / len(block) {
+			if _, err := w.Write(block); err != nil {
+				return
+			}
+		}
+	})
+	l := mustNew(t, httpConfig(Server{Name: "a", Address: addr}))
+	c := &http.Client{Timeout: 20 * time.Second}
+	for _, path := range []string{"/length", "/chunked"} {
+		before := procIO(t)
+		resp, err := c.Get("http://" + l.Addr("fe").String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(block))
+		n := 0
+		for {
+			if _, err := io.ReadFull(resp.Body, got); err != nil {
+				if err != io.EOF {
+					t.Fatalf("%s: after %d blocks: %v", path, n, err)
+				}
+				break
+			}
+			if string(got) != string(block) {
+				t.Fatalf("%s: block %d differs", path, n)
+			}
+			n++
+		}
+		resp.Body.Close()
+		if n != size/len(block) {
+			t.Fatalf("%s: %d blocks", path, n)
+		}
+		delta := procIO(t) - before
+		t.Logf("%s: rchar grew by %d MiB for %d MiB (the client reads it once)", path, delta>>20, size>>20)
+		if delta > size*3/2 {
+			t.Fatalf("%s: the body went through user space in the proxy", path)
+		}
+	}
+}

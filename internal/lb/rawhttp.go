@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -205,7 +206,7 @@ func (l *LB) serveRaw(f *frontend, c net.Conn, cl *chanListener) bool {
 		rawBrPool.Put(br)
 		rawBwPool.Put(bw)
 	}()
-	ci := &clientInfo{remote: c.RemoteAddr(), local: c.LocalAddr(), ip: clientIP(c.RemoteAddr())}
+	ci := &clientInfo{remote: c.RemoteAddr(), local: c.LocalAddr(), ip: clientIP(c.RemoteAddr()), conn: c}
 	var reqHead, respHead head
 	var dl time.Time
 	for {
@@ -435,9 +436,9 @@ func (l *LB) rawOnce(b *backend, s *server, cfg *Backend, h, rh *head, isHead bo
 		switch {
 		case noBody:
 		case rh.chunked:
-			cerr = copyChunked(bw, bc, cfg.ServerTimeout)
+			cerr = copyChunked(bw, bc, cfg.ServerTimeout, ci.conn)
 		case rh.clen >= 0:
-			cerr = copyN(bw, bc, rh.clen, cfg.ServerTimeout)
+			cerr = copyBody(bw, bc, rh.clen, cfg.ServerTimeout, ci.conn)
 		default:
 			cerr = copyN(bw, bc, -1, cfg.ServerTimeout)
 		}
@@ -489,7 +490,7 @@ func copyN(bw *bufio.Writer, bc *bconn, n int64, idle time.Duration) error {
 }
 
 // copyChunked forwards a chunked body as is (sizes, extensions, trailers).
-func copyChunked(bw *bufio.Writer, bc *bconn, idle time.Duration) error {
+func copyChunked(bw *bufio.Writer, bc *bconn, idle time.Duration, client net.Conn) error {
 	for first := true; ; first = false {
 		if !first && bc.br.Buffered() == 0 {
 			bc.dl = time.Now().Add(idle)
@@ -520,7 +521,7 @@ func copyChunked(bw *bufio.Writer, bc *bconn, idle time.Duration) error {
 				}
 			}
 		}
-		if err := copyN(bw, bc, size+2, idle); err != nil {
+		if err := copyBody(bw, bc, size+2, idle, client); err != nil {
 			return err
 		}
 		if bc.br.Buffered() == 0 {
@@ -529,4 +530,45 @@ func copyChunked(bw *bufio.Writer, bc *bconn, idle time.Duration) error {
 			}
 		}
 	}
+}
+
+// spliceMin is the body size from which a response body moves from the
+// server socket to the client socket with splice(2) instead of through
+// the buffers.
+const spliceMin = 64 << 10
+
+// copyBody copies n bytes of body. Large bodies between two TCP sockets
+// are spliced: what the server reader has buffered goes first, then
+// io.CopyN between the *net.TCPConn (see pipe in tcp.go).
+func copyBody(bw *bufio.Writer, bc *bconn, n int64, idle time.Duration, client net.Conn) error {
+	dst, ok1 := client.(*net.TCPConn)
+	src, ok2 := bc.c.(*net.TCPConn)
+	if !ok1 || !ok2 || n < spliceMin {
+		return copyN(bw, bc, n, idle)
+	}
+	if k := int64(bc.br.Buffered()); k > 0 {
+		if _, err := io.CopyN(bw, bc.br, min(k, n)); err != nil {
+			return err
+		}
+		n -= min(k, n)
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	defer dst.SetWriteDeadline(time.Time{})
+	bc.dl = time.Time{} // deadlines are set again on the next use
+	for n > 0 {
+		now := time.Now()
+		src.SetReadDeadline(now.Add(idle))
+		dst.SetWriteDeadline(now.Add(idle))
+		m, err := io.CopyN(dst, src, min(n, spliceChunk))
+		n -= m
+		if err != nil {
+			if m > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+				continue // slow but moving
+			}
+			return err
+		}
+	}
+	return nil
 }
