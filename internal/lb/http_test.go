@@ -688,3 +688,39 @@ func TestHTTPLargeBodiesSpliced(t *testing.T) {
 		}
 	}
 }
+
+func TestHTTPLargeUploadSpliced(t *testing.T) {
+	const size = 32 << 20
+	addr, _ := newHTTPServer(t, "a", func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d %v", n, err)
+	})
+	l := mustNew(t, httpConfig(Server{Name: "a", Address: addr}))
+	c := &http.Client{Timeout: 20 * time.Second}
+	before := procIO(t)
+	body := io.LimitReader(zeros{}, size)
+	req, _ := http.NewRequest("PUT", "http://"+l.Addr("fe").String()+"/img", body)
+	req.ContentLength = size
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != fmt.Sprintf("%d <nil>", size) {
+		t.Fatalf("server got %q", b)
+	}
+	delta := procIO(t) - before
+	t.Logf("rchar grew by %d MiB for a %d MiB upload (the server reads it once)", delta>>20, size>>20)
+	if delta > size*3/2 {
+		t.Fatal("the upload went through user space in the proxy")
+	}
+	// The connection still serves a request afterwards.
+	if resp, body := get(t, c, "http://"+l.Addr("fe").String()+"/"); resp.StatusCode != 200 || body != "0 <nil>" {
+		t.Fatalf("after the upload: %d %q", resp.StatusCode, body)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }

@@ -236,6 +236,9 @@ func (l *LB) serveRaw(f *frontend, c net.Conn, cl *chanListener) bool {
 			return l.handoff(c, br, cl)
 		}
 		isHead := bytes.HasPrefix(h.line, []byte("HEAD "))
+		if h.clen >= spliceMin {
+			dl = time.Time{} // copyUpload changes the client's read deadline
+		}
 		keep, err := l.rawExchange(b, cfg, h, &respHead, isHead, br, bw, ci)
 		if err != nil || !keep {
 			bw.Flush()
@@ -368,7 +371,7 @@ func (l *LB) rawOnce(b *backend, s *server, cfg *Backend, h, rh *head, isHead bo
 		if h.clen > 0 {
 			// The body is consumed: no retry past this point.
 			br.Discard(len(h.raw))
-			if _, werr = io.CopyN(w, br, h.clen); werr != nil {
+			if werr = copyUpload(w, br, bc, h.clen, cfg.ServerTimeout, ci.conn); werr != nil {
 				bc.close()
 				return false, false, werr
 			}
@@ -570,5 +573,41 @@ func copyBody(bw *bufio.Writer, bc *bconn, n int64, idle time.Duration, client n
 			return err
 		}
 	}
+	return nil
+}
+
+// copyUpload copies a request body of n bytes from the client to the
+// server; large bodies between two TCP sockets are spliced.
+func copyUpload(w *bufio.Writer, br *bufio.Reader, bc *bconn, n int64, idle time.Duration, client net.Conn) error {
+	src, ok1 := client.(*net.TCPConn)
+	dst, ok2 := bc.c.(*net.TCPConn)
+	if !ok1 || !ok2 || n < spliceMin {
+		_, err := io.CopyN(w, br, n)
+		return err
+	}
+	if k := int64(br.Buffered()); k > 0 {
+		if _, err := io.CopyN(w, br, min(k, n)); err != nil {
+			return err
+		}
+		n -= min(k, n)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	bc.dl = time.Time{}
+	for n > 0 {
+		now := time.Now()
+		src.SetReadDeadline(now.Add(idle))
+		dst.SetWriteDeadline(now.Add(idle))
+		m, err := io.CopyN(dst, src, min(n, spliceChunk))
+		n -= m
+		if err != nil {
+			if m > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			return err
+		}
+	}
+	// serveRaw sets the client's read deadline again for the next request.
 	return nil
 }
