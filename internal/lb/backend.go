@@ -27,6 +27,8 @@ type server struct {
 	consecFail atomic.Int64
 	ejectUntil atomic.Int64 // unix nanoseconds; passive ejection without checks
 	upSince    atomic.Int64 // unix nanoseconds of the last down→up; slow start
+	total      atomic.Int64 // connections (tcp) or requests (http) sent
+	failures   atomic.Int64 // failed connects
 	removed    atomic.Bool
 	lastCheck  atomic.Pointer[string]
 
@@ -227,6 +229,7 @@ func (b *backend) acquire(ctx context.Context, ip string, pref *server, exclude 
 		s, full := b.pickLocked(ip, pref, exclude)
 		if s != nil {
 			s.active.Add(1)
+			s.total.Add(1)
 			if b.cfg.Stick == "source" {
 				if b.stick == nil {
 					b.stick = map[string]stickEntry{}
@@ -301,6 +304,7 @@ func (b *backend) wakeQueue() {
 func (b *backend) connFailed(s *server, err error) {
 	cfg := b.config()
 	var dnsErr *net.DNSError
+	s.failures.Add(1)
 	n := s.consecFail.Add(1)
 	if cfg.EjectAfter < 0 {
 		return

@@ -362,6 +362,8 @@ type ServerStatus struct {
 	State  string
 	Backup bool
 	Active int64  // connections (tcp) or requests (http) in flight
+	Total  int64  // connections or requests sent to it (attempts included)
+	Failed int64  // failed connects
 	Reason string // last check result or ejection cause
 }
 
@@ -402,7 +404,8 @@ func (l *LB) Status() Status {
 		b.mu.Lock()
 		for _, s := range b.srvs {
 			c := s.cfg.Load()
-			ss := ServerStatus{Backend: n, Name: s.name, Address: s.addr, Backup: c.Backup, Active: s.active.Load(), Reason: *s.lastCheck.Load()}
+			ss := ServerStatus{Backend: n, Name: s.name, Address: s.addr, Backup: c.Backup, Active: s.active.Load(),
+				Total: s.total.Load(), Failed: s.failures.Load(), Reason: *s.lastCheck.Load()}
 			switch {
 			case c.Maintenance:
 				ss.State = "maintenance"

@@ -262,6 +262,12 @@ func TestTCPRetryRedispatchAndPassiveEjection(t *testing.T) {
 	if s := serverState(l, "be", "dead"); s != "ejected" {
 		t.Fatalf("dead server state %s, want ejected", s)
 	}
+	st := l.Status()
+	dst, _ := st.Server("be", "dead")
+	ast, _ := st.Server("be", "a")
+	if dst.Failed != 2 || dst.Total != 2 || ast.Total != 10 || ast.Failed != 0 {
+		t.Fatalf("counters: dead %+v, a %+v", dst, ast)
+	}
 }
 
 func TestUnresolvableBackendDoesNotBlock(t *testing.T) {
