@@ -53,7 +53,27 @@ func genConstrained(t *rapid.T) (Input, map[string]int) {
 				Node: rapid.SampledFrom(propNodeNames).Draw(t, fmt.Sprintf("loc%d.node", i)), Score: &s})
 		}
 	}
+	// Sometimes an "any of" order set, and a group of two resources of the
+	// same kind (single, or clones with equal counts: a cloned group).
+	if n >= 3 && rare(t, "anyset", 25) {
+		no := false
+		c.Order = append(c.Order, spec.Order{Sets: []spec.Set{
+			{Resources: []string{sp.Resources[0].Name, sp.Resources[1].Name}, Sequential: &no, RequireAll: &no},
+			{Resources: []string{sp.Resources[2].Name}}}})
+	}
+	if n >= 2 && rare(t, "group", 30) {
+		a, b := &sp.Resources[n-2], &sp.Resources[n-1]
+		if a.Mode == b.Mode && a.Mode != spec.ModePromotable {
+			if a.Clone() {
+				b.Replicas, b.MaxPerNode = a.Replicas, a.MaxPerNode
+			}
+			sp.Groups = []spec.Group{{Name: "g", Members: []string{a.Name, b.Name}}}
+		}
+	}
 	sp.Constraints = c
+	if sp.Validate() != nil {
+		sp.Groups = nil
+	}
 	if sp.Validate() != nil {
 		// Contradictions (e.g. both ±INFINITY for a pair) are refused at
 		// apply; they never reach the scheduler.
@@ -145,12 +165,34 @@ func TestPropertyTransition(t *testing.T) {
 				if o.Kind != spec.OrderMandatory {
 					continue
 				}
+				fr, th := resourceOf(in.Spec, o.First), resourceOf(in.Spec, o.Then)
+				perNode := o.Interleave || (fr.Clone() && th.Clone() && th.Interleave)
 				for _, a := range tr.Actions {
 					if a.Resource != o.Then || a.Op != OpStart {
 						continue
 					}
+					if o.AnyOf != 0 {
+						// "Any of": unless one of them already runs, it waits
+						// for at least one of their starts.
+						running, waits := false, false
+						for _, x := range in.Spec.Relations().Orders {
+							if x.AnyOf != o.AnyOf || x.Then != o.Then {
+								continue
+							}
+							for k := range in.Current {
+								running = running || resourceOfKey(k) == x.First
+							}
+							for _, b := range tr.Actions {
+								waits = waits || (b.Resource == x.First && b.Op == OpStart && slices.Contains(a.After, b.ID))
+							}
+						}
+						if !running && !waits && slices.ContainsFunc(tr.Actions, func(b Action) bool { return b.Resource == o.First && b.Op == OpStart }) {
+							t.Fatalf("%v waits for none of its 'any of' firsts (order %s)", a, o.Source)
+						}
+						continue
+					}
 					for _, b := range tr.Actions {
-						if b.Resource == o.First && b.Op == OpStart && !slices.Contains(a.After, b.ID) {
+						if b.Resource == o.First && b.Op == OpStart && (!perNode || b.Node == a.Node) && !slices.Contains(a.After, b.ID) {
 							t.Fatalf("%v does not wait for %v (order %s)", a, b, o.Source)
 						}
 					}

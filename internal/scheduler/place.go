@@ -64,13 +64,14 @@ type planner struct {
 	colByDep     map[string][]spec.Coloc
 	colByPrimary map[string][]spec.Coloc
 	baseW        map[string][]spec.Score
+	merging      map[string]bool // resources whose dependents are being merged
 }
 
 func newPlanner(in Input, out *Output) *planner {
 	p := &planner{in: in, out: out, sp: in.Spec, node: map[string]*Node{}, res: map[string]*spec.Resource{}, slots: map[string][]slotRef{},
 		current: map[string]string{}, curRole: map[string]string{}, used: map[string]map[string]int{},
 		perNodeV: map[string][]int{}, state: map[string]int{}, placedOn: map[string][]string{}, promotedOn: map[string][]string{},
-		idx: map[string]int{}, locsOf: map[string][]spec.Location{}, colByDep: map[string][]spec.Coloc{}, colByPrimary: map[string][]spec.Coloc{}, baseW: map[string][]spec.Score{}}
+		idx: map[string]int{}, locsOf: map[string][]spec.Location{}, colByDep: map[string][]spec.Coloc{}, colByPrimary: map[string][]spec.Coloc{}, baseW: map[string][]spec.Score{}, merging: map[string]bool{}}
 	p.fails = in.FailCount
 	if p.fails == nil {
 		p.fails = func(string, string) int { return 0 }
@@ -605,14 +606,19 @@ func (p *planner) mergeDependents(r *spec.Resource, w []spec.Score) {
 			continue
 		}
 		dep := p.res[c.Dep]
-		if dep == nil || p.state[dep.Name] != 0 || !dep.Exclusive() || !r.Exclusive() {
+		// A dependent already placed has had its say; one being merged
+		// is a cycle. One waiting for r (it asked for r to be placed
+		// first) counts like any other.
+		if dep == nil || p.state[dep.Name] == 2 || p.merging[dep.Name] || !dep.Exclusive() || !r.Exclusive() {
 			continue
 		}
-		p.state[dep.Name] = 1 // guard against cycles while merging
+		p.merging[r.Name] = true
+		p.merging[dep.Name] = true
 		// Mandatory chains (groups) pass on their dependents' preferences;
 		// a finite score scales them down to nothing after one step.
 		dw := p.weights(dep, c.Score >= spec.Infinity, r.Name)
-		p.state[dep.Name] = 0
+		delete(p.merging, dep.Name)
+		delete(p.merging, r.Name)
 		merged := slices.Clone(w)
 		for i, d := range dw {
 			var add spec.Score
