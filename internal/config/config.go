@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,6 +47,22 @@ type Config struct {
 	LogLevel      string `yaml:"logLevel"`
 	// Agents overrides where script-class agents live (Debian's layout by default).
 	Agents Agents `yaml:"agents"`
+	// Discovery configures the discovery DNS server (docs/discovery.md).
+	Discovery Discovery `yaml:"discovery"`
+}
+
+// Discovery configures the DNS server answering NAME.service.DOMAIN,
+// NAME.vip.DOMAIN and NODE.node.DOMAIN. The HTTP answers
+// (/v1/discovery/...) are served by every agent whatever this says.
+type Discovery struct {
+	// DNS is the address (IP:port) the DNS server listens on, UDP and TCP;
+	// empty (the default) turns the DNS server off. Typically
+	// 127.0.0.1:8600.
+	DNS string `yaml:"dns"`
+	// Domain is the zone (default paceline).
+	Domain string `yaml:"domain"`
+	// TTL of every record and of negative answers (default 2s; 1s to 1h).
+	TTL time.Duration `yaml:"ttl"`
 }
 
 // Agents locates resource agents and their runtime directory.
@@ -100,10 +117,17 @@ type Lease struct {
 // Default returns a configuration with every default filled.
 func Default() Config {
 	return Config{Role: "control", BindAddr: "0.0.0.0", DataDir: "/var/lib/paceline",
-		Ports:    Ports{API: 7480, Raft: 7481, Gossip: 7482, Coarse: 7483},
-		Raft:     Raft{Heartbeat: 150 * time.Millisecond, Election: 150 * time.Millisecond, LeaderLease: 100 * time.Millisecond},
-		LogLevel: "info"}
+		Ports:     Ports{API: 7480, Raft: 7481, Gossip: 7482, Coarse: 7483},
+		Raft:      Raft{Heartbeat: 150 * time.Millisecond, Election: 150 * time.Millisecond, LeaderLease: 100 * time.Millisecond},
+		LogLevel:  "info",
+		Discovery: Discovery{Domain: DefaultDiscoveryDomain, TTL: DefaultDiscoveryTTL}}
 }
+
+// Discovery defaults.
+const (
+	DefaultDiscoveryDomain = "paceline"
+	DefaultDiscoveryTTL    = 2 * time.Second
+)
 
 // Role-dependent lease defaults.
 const (
@@ -113,6 +137,12 @@ const (
 
 // fillLease sets the lease timings left at zero to the role's defaults.
 func (c *Config) fillLease() {
+	if c.Discovery.Domain == "" {
+		c.Discovery.Domain = DefaultDiscoveryDomain
+	}
+	if c.Discovery.TTL == 0 {
+		c.Discovery.TTL = DefaultDiscoveryTTL
+	}
 	if c.Lease.Duration == 0 {
 		c.Lease.Duration = DefaultControlLease
 		if c.Role == "remote" {
@@ -252,6 +282,8 @@ func onLine(nodes []*yaml.Node, step, line int) int {
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 // nodeNameRE also allows dotted host names (ctl1.example.org).
+var domainRE = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*$`)
+
 var nodeNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$`)
 
 // Validate fills the role-dependent defaults (lease timings) and checks
@@ -336,6 +368,25 @@ func (c *Config) Validate() error {
 		bad("raft.leaderLease", "%v must be positive and at most raft.heartbeat %v (default 100ms)", r.LeaderLease, r.Heartbeat)
 	case c.Lease.Duration <= r.Election+r.LeaderLease:
 		bad("lease.duration", "%v must be longer than raft.election + raft.leaderLease (%v), or every leader change drops exclusive resources", c.Lease.Duration, r.Election+r.LeaderLease)
+	}
+	if d := c.Discovery; d.DNS != "" {
+		host, port, err := net.SplitHostPort(d.DNS)
+		if err != nil {
+			bad("discovery.dns", "%q must be IP:port, e.g. 127.0.0.1:8600 (empty: no DNS server)", d.DNS)
+		} else {
+			if net.ParseIP(host) == nil {
+				bad("discovery.dns", "%q: %q is not an IP address", d.DNS, host)
+			}
+			if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+				bad("discovery.dns", "%q: %q is not a port (0-65535)", d.DNS, port)
+			}
+		}
+	}
+	if d := c.Discovery; d.TTL < time.Second || d.TTL > time.Hour || d.TTL%time.Second != 0 {
+		bad("discovery.ttl", "%v must be whole seconds from 1s to 1h (default 2s)", d.TTL)
+	}
+	if d := c.Discovery.Domain; !domainRE.MatchString(strings.TrimSuffix(d, ".")) {
+		bad("discovery.domain", "%q is not a DNS name (letters, digits, '-' and '.'; default paceline)", d)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

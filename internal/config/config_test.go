@@ -77,7 +77,8 @@ func TestFullFileValues(t *testing.T) {
 		Join: []string{"10.0.0.11:7480", "[fd00::13]:7480"}, BootstrapExpect: 5, Labels: map[string]string{"zone": "a", "storage": "ssd"},
 		JoinTokenFile: "/etc/paceline/join.token", TLS: TLS{CA: "/etc/paceline/ca.pem", Cert: "/etc/paceline/ctl2.pem", Key: "/etc/paceline/ctl2-key.pem"},
 		Lease: Lease{Duration: time.Second, Margin: 100 * time.Millisecond}, LogLevel: "debug",
-		Raft: Raft{Heartbeat: 150 * time.Millisecond, Election: 150 * time.Millisecond, LeaderLease: 100 * time.Millisecond}}
+		Raft:      Raft{Heartbeat: 150 * time.Millisecond, Election: 150 * time.Millisecond, LeaderLease: 100 * time.Millisecond},
+		Discovery: Discovery{DNS: "127.0.0.1:8600", Domain: "paceline", TTL: 3 * time.Second}}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got  %+v\nwant %+v", c, want)
 	}
@@ -89,9 +90,10 @@ func TestFullFileValues(t *testing.T) {
 func TestDefaults(t *testing.T) {
 	d := Default()
 	want := Config{Role: "control", BindAddr: "0.0.0.0", DataDir: "/var/lib/paceline",
-		Ports:    Ports{API: 7480, Raft: 7481, Gossip: 7482, Coarse: 7483},
-		Raft:     Raft{Heartbeat: 150 * time.Millisecond, Election: 150 * time.Millisecond, LeaderLease: 100 * time.Millisecond},
-		LogLevel: "info"}
+		Ports:     Ports{API: 7480, Raft: 7481, Gossip: 7482, Coarse: 7483},
+		Raft:      Raft{Heartbeat: 150 * time.Millisecond, Election: 150 * time.Millisecond, LeaderLease: 100 * time.Millisecond},
+		LogLevel:  "info",
+		Discovery: Discovery{Domain: "paceline", TTL: 2 * time.Second}}
 	if !reflect.DeepEqual(d, want) {
 		t.Fatalf("Default() = %+v", d)
 	}
@@ -184,6 +186,17 @@ func TestValidate(t *testing.T) {
 		{"negative lease", func(c *Config) { c.Lease.Duration = -time.Second }, "lease.duration:"},
 		{"tls key missing", func(c *Config) { c.TLS = TLS{CA: "a", Cert: "b"} }, "tls:"},
 		{"log level", func(c *Config) { c.LogLevel = "" }, "logLevel:"},
+		{"discovery dns", func(c *Config) { c.Discovery.DNS = "127.0.0.1:8600" }, ""},
+		{"discovery dns ipv6, free port", func(c *Config) { c.Discovery.DNS = "[::1]:0" }, ""},
+		{"discovery unset ttl and domain take defaults", func(c *Config) { c.Discovery = Discovery{DNS: "127.0.0.1:8600"} }, ""},
+		{"discovery domain", func(c *Config) { c.Discovery.Domain = "ha.example.org." }, ""},
+		{"discovery dns no port", func(c *Config) { c.Discovery.DNS = "127.0.0.1" }, "discovery.dns:"},
+		{"discovery dns host name", func(c *Config) { c.Discovery.DNS = "localhost:8600" }, "discovery.dns:"},
+		{"discovery dns bad port", func(c *Config) { c.Discovery.DNS = "127.0.0.1:99999" }, "discovery.dns:"},
+		{"discovery negative ttl", func(c *Config) { c.Discovery.TTL = -time.Second }, "discovery.ttl:"},
+		{"discovery ttl below a second", func(c *Config) { c.Discovery.TTL = 500 * time.Millisecond }, "discovery.ttl:"},
+		{"discovery ttl above an hour", func(c *Config) { c.Discovery.TTL = 2 * time.Hour }, "discovery.ttl:"},
+		{"discovery bad domain", func(c *Config) { c.Discovery.Domain = "a..b" }, "discovery.domain:"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -199,6 +212,25 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("error does not contain %q:\n%v", tc.want, err)
 			}
 		})
+	}
+}
+
+func TestDiscoveryYAML(t *testing.T) {
+	c := valid()
+	if err := Decode([]byte("discovery: {dns: \"127.0.0.1:8600\", domain: ha, ttl: 5s}\n"), &c); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Discovery != (Discovery{DNS: "127.0.0.1:8600", Domain: "ha", TTL: 5 * time.Second}) {
+		t.Fatalf("discovery %+v", c.Discovery)
+	}
+	if err := Decode([]byte("discovery: {dnss: x}\n"), &c); err == nil {
+		t.Fatal("unknown discovery field accepted")
+	}
+	if c := valid(); c.Discovery.DNS != "" {
+		t.Fatalf("DNS server on by default: %q", c.Discovery.DNS)
 	}
 }
 
