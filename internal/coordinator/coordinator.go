@@ -245,6 +245,27 @@ func (c *Coordinator) InstanceStates() map[string]map[string]string {
 	return out
 }
 
+// ActiveReports returns a copy of what every node last reported running
+// (its Renew.Active: node → instances, with slots, states and epochs), for
+// discovery. The copy shares nothing with the coordinator.
+func (c *Coordinator) ActiveReports() map[string][]api.ActiveInstance {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string][]api.ActiveInstance, len(c.reports))
+	for n, rep := range c.reports {
+		act := make([]api.ActiveInstance, len(rep.r.Active))
+		copy(act, rep.r.Active)
+		for i := range act {
+			if p := act[i].PromotionScore; p != nil {
+				v := *p
+				act[i].PromotionScore = &v
+			}
+		}
+		out[n] = act
+	}
+	return out
+}
+
 // Failure records a failure reported by a node.
 func (c *Coordinator) Failure(ctx context.Context, f api.Failure) error {
 	var r *spec.Resource

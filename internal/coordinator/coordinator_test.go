@@ -651,6 +651,20 @@ func TestInstanceStatesAndAssignmentCache(t *testing.T) {
 	}
 }
 
+func TestActiveReportsIsACopy(t *testing.T) {
+	x := newHarness(t, vip())
+	a := placeVIP(x)
+	x.renew("n1", x.fsm.Index(), running(a))
+	got := x.c.ActiveReports()
+	if len(got["n1"]) != 1 || got["n1"][0].Resource != "vip" || got["n1"][0].State != "running" || got["n1"][0].Epoch != a.Epoch {
+		t.Fatalf("reports %+v", got)
+	}
+	got["n1"][0].State = "failed"
+	if again := x.c.ActiveReports(); again["n1"][0].State != "running" {
+		t.Fatalf("ActiveReports shares its slices: %+v", again)
+	}
+}
+
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 // The scheduler wants the slot elsewhere (its holder went to standby) while
