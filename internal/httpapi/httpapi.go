@@ -64,6 +64,18 @@ type Backend interface {
 	Hello(ctx context.Context, h api.Hello) (api.Welcome, error)
 }
 
+// DiscoveryBackend is implemented by backends that serve discovery
+// (the agent does): the leader's reports for followers, and the
+// /v1/discovery/ handler (internal/discovery.Handler). A backend without
+// it answers 404 on those routes.
+type DiscoveryBackend interface {
+	// ActiveReports answers GET /v1/internal/reports (leader only: else a
+	// not-leader error).
+	ActiveReports(ctx context.Context) (api.ActiveReports, error)
+	// DiscoveryHandler serves GET /v1/discovery/...
+	DiscoveryHandler() http.Handler
+}
+
 // Server is the HTTP handler.
 type Server struct {
 	b         Backend
@@ -172,6 +184,27 @@ func New(b Backend, joinToken string, log *slog.Logger) *Server {
 		}
 		return b.Hello(r.Context(), h)
 	}))
+	s.mux.HandleFunc("GET /v1/internal/reports", in(func(w http.ResponseWriter, r *http.Request) (any, error) {
+		db, ok := b.(DiscoveryBackend)
+		if !ok {
+			return nil, fmt.Errorf("%w: this agent serves no discovery reports", errs.ErrNotFound)
+		}
+		return db.ActiveReports(r.Context())
+	}))
+	// Discovery answers come from this node's own view (never forwarded):
+	// a read-only or operator token.
+	s.mux.HandleFunc("GET /v1/discovery/", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.authorize(r, RoleReadOnly); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		db, ok := b.(DiscoveryBackend)
+		if !ok {
+			s.writeError(w, r, fmt.Errorf("%w: this agent serves no discovery", errs.ErrNotFound))
+			return
+		}
+		db.DiscoveryHandler().ServeHTTP(w, r)
+	})
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, fmt.Errorf("%w: no such endpoint %s %s (see docs/api.md)", errs.ErrNotFound, r.Method, r.URL.Path))
 	})
