@@ -94,6 +94,8 @@ type Agent struct {
 	crash     chan struct{}
 	crashOnce sync.Once
 	done      chan struct{} // closed when Run returns
+
+	disc discoveryWiring // discovery.go
 }
 
 // Network is a replaceable network under the agent (tests inject network
@@ -223,6 +225,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		ln = tls.NewListener(ln, a.serverTLS)
 	}
 	a.ln = ln
+	if err := a.startDNS(); err != nil {
+		_ = ln.Close()
+		return err
+	}
 	srv := httpapi.New(a, a.joinToken, a.log.With("sub", "api"))
 	if a.clientTLS != nil {
 		srv.Scheme = "https"
@@ -240,6 +246,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		FSM: a.fsm, Logger: a.log.With("sub", "consensus"), Network: a.net, Timings: a.timings})
 	if err != nil {
 		_ = ln.Close()
+		a.stopDNS()
 		return err
 	}
 	a.cons = cons
@@ -269,6 +276,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	goRun(a.watchLoop)
 	goRun(a.fenceLoop)
 	goRun(a.failureLoop)
+	goRun(a.discoveryLoop)
 
 	var runErr error
 	select {
@@ -287,6 +295,7 @@ func (a *Agent) crashStop(cancel context.CancelFunc, wg *sync.WaitGroup) {
 	a.log.Warn("crashing: stopping abruptly (no leave, no transfer)")
 	cancel() // loops stop: no further renewal reports anything
 	_ = a.httpSrv.Close()
+	a.stopDNS()
 	a.exec.SelfFence()
 	killNow, kc := context.WithCancel(context.Background())
 	kc()
@@ -335,6 +344,7 @@ func (a *Agent) shutdown(cancel context.CancelFunc, wg *sync.WaitGroup) {
 	ctx, c2 := context.WithTimeout(context.Background(), 2*time.Second)
 	defer c2()
 	_ = a.httpSrv.Shutdown(ctx)
+	a.stopDNS()
 	a.closeIdle()
 	a.log.Info("stopped")
 }
