@@ -96,6 +96,7 @@ type result struct {
 	partDouble time.Duration // double holding while partitioned
 	healDouble time.Duration // double holding in the seconds after healing
 	partMoved  time.Duration // when another host first held the VIP
+	partGone   time.Duration // when the cut-off holder first no longer held it
 	partDone   bool
 	err        error
 }
@@ -198,6 +199,7 @@ func report(rs []result, runs int, partFor time.Duration) {
 		fmt.Printf("  %-28s %5d %7.3fs %7.3fs %7.3fs %7.3fs\n", r.sys, len(s), st[0].Seconds(), st[1].Seconds(), st[2].Seconds(), st[3].Seconds())
 	}
 	if pl, ok := stats["paceline"]; ok {
+		runs := len(rs[0].took)
 		fmt.Printf("  paceline targets: p50 ≤ 0.6 s %s, p99 ≤ 1 s %s (p99 by nearest rank: with %d runs, the %s value)\n",
 			verdict(pl[0] <= 600*time.Millisecond), verdict(pl[1] <= time.Second), runs, ordinal(rank(runs, 99), runs))
 		for _, r := range rs {
@@ -217,8 +219,12 @@ func report(rs []result, runs int, partFor time.Duration) {
 		if r.partMoved > 0 {
 			moved = fmt.Sprintf("%.3f s after the cut", r.partMoved.Seconds())
 		}
-		fmt.Printf("  %-28s double holding %.3f s during the cut, %.3f s after healing; on another host %s\n",
-			r.sys, r.partDouble.Seconds(), r.healDouble.Seconds(), moved)
+		gone := "never during the cut"
+		if r.partGone > 0 {
+			gone = fmt.Sprintf("%.3f s", r.partGone.Seconds())
+		}
+		fmt.Printf("  %-28s double holding %.3f s during the cut, %.3f s after healing; gone from the cut-off holder %s, on another host %s\n",
+			r.sys, r.partDouble.Seconds(), r.healDouble.Seconds(), gone, moved)
 	}
 }
 
@@ -295,6 +301,10 @@ func bench(ctx context.Context, s system, self, exe string, runs int, partFor ti
 			return
 		}
 		rp, ok := e.pr.waitOther(ctx, tKill, holder, 30*time.Second)
+		if !ok && ctx.Err() != nil {
+			res.err = fmt.Errorf("run %d: interrupted", i)
+			return
+		}
 		if !ok {
 			res.err = fmt.Errorf("run %d: killed %s: no answer from another host within 30 s", i, holder)
 			e.logTails()
@@ -348,11 +358,13 @@ func bench(ctx context.Context, s system, self, exe string, runs int, partFor ti
 		return
 	}
 	for i, x := range ss {
-		if len(x.holders) > 0 && !slices.Contains(x.holders, holder) && res.partMoved == 0 && x.at.After(tCut) && x.at.Before(tHeal) {
-			res.partMoved = x.at.Sub(tCut)
-		}
-		if len(x.holders) > 1 && x.at.After(tCut) && slices.Contains(x.holders, holder) && res.partMoved == 0 && x.at.Before(tHeal) {
-			res.partMoved = x.at.Sub(tCut)
+		if x.at.After(tCut) && x.at.Before(tHeal) {
+			if res.partGone == 0 && !slices.Contains(x.holders, holder) {
+				res.partGone = x.at.Sub(tCut)
+			}
+			if res.partMoved == 0 && slices.ContainsFunc(x.holders, func(h string) bool { return h != holder }) {
+				res.partMoved = x.at.Sub(tCut)
+			}
 		}
 		if len(x.holders) < 2 || i+1 >= len(ss) {
 			continue
