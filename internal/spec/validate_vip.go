@@ -12,6 +12,10 @@ import (
 const (
 	DefaultGARPCount    = 5
 	DefaultGARPInterval = 200 * time.Millisecond
+	// DefaultProbeCount is how many ARP probes (50 ms apart) look for
+	// another host answering for the address before it is taken.
+	DefaultProbeCount = 3
+	maxProbeCount     = 10
 	// maxGARPCount bounds a burst (Keepalived allows up to 10000; more
 	// than a few dozen only floods the segment).
 	maxGARPCount = 100
@@ -35,15 +39,20 @@ type VIPParams struct {
 	// Label is the IPv4 address label (IFA_LABEL), e.g. "eth0:vip"; "":
 	// none.
 	Label string
+	// ProbeCount is the number of ARP probes before an IPv4 address is
+	// taken (each waits 50 ms for an answer); 0 skips the probe, trusting
+	// the hold lease alone (150 ms faster failover, no protection against
+	// a host outside the cluster using the address).
+	ProbeCount int
 }
 
 // vipParamNames are the known parameters, for the "did you mean" hint.
-var vipParamNames = []string{"address", "interface", "garpCount", "garpInterval", "refresh", "label"}
+var vipParamNames = []string{"address", "interface", "garpCount", "garpInterval", "refresh", "label", "probeCount"}
 
 // ParseVIPParams parses and checks the params of a vip resource. Each
 // error names the parameter (as params.NAME) and what to write instead.
 func ParseVIPParams(values map[string]string) (VIPParams, []FieldError) {
-	p := VIPParams{GARPCount: DefaultGARPCount, GARPInterval: DefaultGARPInterval}
+	p := VIPParams{GARPCount: DefaultGARPCount, GARPInterval: DefaultGARPInterval, ProbeCount: DefaultProbeCount}
 	var errs []FieldError
 	add := func(name, format string, args ...any) {
 		errs = append(errs, FieldError{Path: "params." + name, Msg: fmt.Sprintf(format, args...)})
@@ -101,6 +110,14 @@ func ParseVIPParams(values map[string]string) (VIPParams, []FieldError) {
 			add("garpCount", "%s: want a number from 1 to %d (the announcements sent at takeover; default %d)", quote(s), maxGARPCount, DefaultGARPCount)
 		} else {
 			p.GARPCount = n
+		}
+	}
+	if s, ok := values["probeCount"]; ok {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 || n > maxProbeCount {
+			add("probeCount", "%s: want a number from 0 to %d (ARP probes before taking the address, 50 ms each; 0 skips the probe; default %d)", quote(s), maxProbeCount, DefaultProbeCount)
+		} else {
+			p.ProbeCount = n
 		}
 	}
 	dur := func(name string, min time.Duration, dst *time.Duration) {

@@ -114,8 +114,7 @@ func (s *arpSocket) recv(ctx context.Context, deadline time.Time, buf []byte) (n
 // that long: the lease already guarantees no other paceline node holds
 // the address, so the probe only looks for a foreign host).
 const (
-	probeCount = 3
-	probeWait  = 50 * time.Millisecond
+	probeWait = 50 * time.Millisecond
 )
 
 // ConflictError says which host answered for the address.
@@ -131,7 +130,7 @@ func (e *ConflictError) Error() string {
 // probeARP sends up to probeCount ARP probes (sender IP 0.0.0.0) for ip
 // and returns a *ConflictError if another host claims it: a reply or a
 // request from ip, or another host's probe for ip.
-func probeARP(ctx context.Context, ifindex int, mac net.HardwareAddr, ip netip.Addr) error {
+func probeARP(ctx context.Context, ifindex int, mac net.HardwareAddr, ip netip.Addr, probeCount int) error {
 	s, err := openARP(ifindex)
 	if err != nil {
 		return err

@@ -275,8 +275,8 @@ func (a *Agent) start(ctx context.Context, inst agents.Instance) agents.Result {
 			t.p.Interface, ip, cur.Pfx.Bits(), t.p.Address.Bits())
 	}
 	if !held && ip.Is4() {
-		if len(t.ifc.HardwareAddr) == 6 {
-			if err := probeARP(ctx, t.ifc.Index, t.ifc.HardwareAddr, ip); err != nil {
+		if len(t.ifc.HardwareAddr) == 6 && t.p.ProbeCount > 0 {
+			if err := probeARP(ctx, t.ifc.Index, t.ifc.HardwareAddr, ip, t.p.ProbeCount); err != nil {
 				var c *ConflictError
 				if errors.As(err, &c) {
 					a.log.Warn("address in use by another host: not taking it", "instance", inst.Name, "address", ip, "mac", c.MAC.String())

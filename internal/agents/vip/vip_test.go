@@ -311,6 +311,15 @@ func TestInNamespace(t *testing.T) {
 	if has("10.77.0.200/24") {
 		t.Error("10.77.0.200 was added although another host answers for it")
 	}
+	// probeCount 0 skips the probe: the address is taken (the operator
+	// chose to trust the hold lease alone).
+	noProbe := map[string]string{"address": "10.77.0.200/24", "interface": "plva0", "probeCount": "0"}
+	if r := run(agents.Start, noProbe); r.Code != agents.OCFSuccess || !has("10.77.0.200/24") {
+		t.Errorf("start with probeCount 0: %+v", r)
+	}
+	if r := run(agents.Stop, noProbe); r.Code != agents.OCFSuccess {
+		t.Errorf("stop: %+v", r)
+	}
 
 	// IPv6: no DAD, an unsolicited NA with Override moves the entry.
 	v6 := map[string]string{"address": "fd00:77::100/64", "interface": "plva0"}
