@@ -14,7 +14,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"math"
+	"github.com/paceline/paceline/bench/internal/benchutil"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -73,7 +73,7 @@ func run() int {
 		_ = os.Chmod(dir, 0o755)
 		exe = filepath.Join(dir, "paceline")
 		fmt.Printf("building paceline into %s ...\n", exe)
-		if out, err := exec.Command(goTool(), "build", "-o", exe, "github.com/paceline/paceline/cmd/paceline").CombinedOutput(); err != nil {
+		if out, err := exec.Command(benchutil.GoTool(), "build", "-o", exe, "github.com/paceline/paceline/cmd/paceline").CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
 			return 1
 		}
@@ -84,7 +84,7 @@ func run() int {
 	if *lease > 0 {
 		leaseText = lease.String()
 	}
-	fmt.Printf("paceline failover benchmark — %s, %d CPUs, load average %s, lease %s\n\n", time.Now().Format(time.RFC3339), runtime.NumCPU(), loadavg(), leaseText)
+	fmt.Printf("paceline failover benchmark — %s, %d CPUs, load average %s, lease %s\n\n", time.Now().Format(time.RFC3339), runtime.NumCPU(), benchutil.LoadAvg(), leaseText)
 
 	code := 0
 	if c := failover(ctx, exe, *runs, *lease); c != 0 {
@@ -95,29 +95,8 @@ func run() int {
 			code = c
 		}
 	}
-	fmt.Printf("\nload average at the end: %s\n", loadavg())
+	fmt.Printf("\nload average at the end: %s\n", benchutil.LoadAvg())
 	return code
-}
-
-func goTool() string {
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
-		return p
-	}
-	return "go"
-}
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 // failover runs the crash loop and the idle RSS measurement on a 3-host lab.
@@ -195,7 +174,7 @@ resources:
 
 	// Idle RSS: let the cluster settle, then read each agent's VmRSS.
 	fmt.Println("cluster up, spec applied; letting it settle 5 s for the idle RSS reading ...")
-	sleep(ctx, 5*time.Second)
+	benchutil.Sleep(ctx, 5*time.Second)
 	var rss []int64
 	for _, h := range l.Hosts() {
 		pid, err := labcluster.AgentPID(l, h)
@@ -254,7 +233,7 @@ resources:
 		}
 		fmt.Printf("run %2d/%d: killed %s (%s) -> first write by %s after %.3f s; %s back online %.1f s after power-on\n",
 			i, runs, holder, role, next.Host, d.Seconds(), holder, rejoin.Sub(tOn).Seconds())
-		sleep(ctx, time.Second) // let the rejoined node's lease and raft settle
+		benchutil.Sleep(ctx, time.Second) // let the rejoined node's lease and raft settle
 	}
 	rep := witness.Analyze(w.Writes(), 100*time.Millisecond)
 
@@ -262,12 +241,12 @@ resources:
 	if len(took) > 0 {
 		s := slices.Clone(took)
 		slices.Sort(s)
-		p50, p99 := percentile(s, 50), percentile(s, 99)
-		fmt.Printf("  p50  %.3f s   target ≤ %.1f s   %s\n", p50.Seconds(), targetP50.Seconds(), verdict(p50 <= targetP50))
-		fmt.Printf("  p99  %.3f s   target ≤ %.1f s   %s   (nearest rank: with %d runs, the %s value)\n", p99.Seconds(), targetP99.Seconds(), verdict(p99 <= targetP99), len(s), ordinal(rank(len(s), 99), len(s)))
+		p50, p99 := benchutil.Percentile(s, 50), benchutil.Percentile(s, 99)
+		fmt.Printf("  p50  %.3f s   target ≤ %.1f s   %s\n", p50.Seconds(), targetP50.Seconds(), benchutil.Verdict(p50 <= targetP50))
+		fmt.Printf("  p99  %.3f s   target ≤ %.1f s   %s   (nearest rank: with %d runs, the %s value)\n", p99.Seconds(), targetP99.Seconds(), benchutil.Verdict(p99 <= targetP99), len(s), benchutil.Ordinal(benchutil.Rank(len(s), 99), len(s)))
 		fmt.Printf("  min  %.3f s   max %.3f s\n", s[0].Seconds(), s[len(s)-1].Seconds())
 	}
-	fmt.Printf("  overlapping holders (witness.Analyze): %d  (total overlap %v)   target 0   %s\n", len(rep.Overlaps), rep.Overlap, verdict(len(rep.Overlaps) == 0))
+	fmt.Printf("  overlapping holders (witness.Analyze): %d  (total overlap %v)   target 0   %s\n", len(rep.Overlaps), rep.Overlap, benchutil.Verdict(len(rep.Overlaps) == 0))
 	for _, o := range rep.Overlaps {
 		fmt.Println("    " + o)
 	}
@@ -277,7 +256,7 @@ resources:
 	fmt.Printf("  witness: %d writes, %d activity intervals\n", rep.Writes, len(rep.Intervals))
 	if len(rss) > 0 {
 		mx := slices.Max(rss)
-		fmt.Printf("  idle agent RSS: max %.1f MB over %d control nodes   target ≤ %d MB   %s\n", float64(mx)/mib, len(rss), targetRSS/mib, verdict(mx <= targetRSS))
+		fmt.Printf("  idle agent RSS: max %.1f MB over %d control nodes   target ≤ %d MB   %s\n", float64(mx)/mib, len(rss), targetRSS/mib, benchutil.Verdict(mx <= targetRSS))
 	}
 	fmt.Print(`
   Reference figures from ANCHORS.md — NOT measured in this run (same kind of rig, 3 namespace
@@ -414,44 +393,4 @@ func vmRSS(pid int) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
-}
-
-// rank is the nearest-rank index (1-based) of percentile p in n samples.
-func rank(n int, p float64) int {
-	r := int(math.Ceil(p / 100 * float64(n)))
-	return max(1, min(n, r))
-}
-
-// percentile of sorted s by nearest rank.
-func percentile(s []time.Duration, p float64) time.Duration { return s[rank(len(s), p)-1] }
-
-func ordinal(n, of int) string {
-	if n == of {
-		return "largest"
-	}
-	suf := "th"
-	switch {
-	case n%100 >= 11 && n%100 <= 13:
-	case n%10 == 1:
-		suf = "st"
-	case n%10 == 2:
-		suf = "nd"
-	case n%10 == 3:
-		suf = "rd"
-	}
-	return strconv.Itoa(n) + suf + " smallest"
-}
-
-func verdict(ok bool) string {
-	if ok {
-		return "met"
-	}
-	return "MISSED"
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"flag"
 	"fmt"
+	"github.com/paceline/paceline/bench/internal/benchutil"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,7 +110,7 @@ logLevel: warn
 			// bootstrap leader wrote the operator token), as an operator
 			// would, then add the remote nodes.
 			for ctx.Err() == nil && time.Since(t0) < timeout && tokenFile(dir, nodes[:controls]) == "" {
-				sleep(ctx, 100*time.Millisecond)
+				benchutil.Sleep(ctx, 100*time.Millisecond)
 			}
 			fmt.Printf("control plane initialised after %.1f s; starting %d remote agents\n", time.Since(t0).Seconds(), remotes)
 		}
@@ -188,7 +189,7 @@ logLevel: warn
 			lastPrint = time.Now()
 			fmt.Printf("  t=%5.1f s  %s\n", time.Since(t0).Seconds(), last)
 		}
-		sleep(ctx, 500*time.Millisecond)
+		benchutil.Sleep(ctx, 500*time.Millisecond)
 	}
 
 	fmt.Printf("\n== scale results (%d control + %d remote, one 2-CPU machine, all agents on loopback)\n", controls, remotes)
@@ -231,7 +232,7 @@ logLevel: warn
 // tokenFile returns the operator token file the bootstrap leader wrote, or "".
 func tokenFile(dir string, controls []*scaleNode) string {
 	for _, n := range controls {
-		if p := filepath.Join(dir, n.name, "operator.token"); fileExists(p) {
+		if p := filepath.Join(dir, n.name, "operator.token"); benchutil.FileExists(p) {
 			return p
 		}
 	}
@@ -319,7 +320,7 @@ func idleCPU(ctx context.Context, nodes []*scaleNode) {
 		}
 	}
 	const window = 10 * time.Second
-	sleep(ctx, window)
+	benchutil.Sleep(ctx, window)
 	var ctl, rem []float64
 	total := 0.0
 	for n, b := range before {

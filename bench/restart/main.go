@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/paceline/paceline/bench/internal/benchutil"
 	"os"
 	"path/filepath"
 	"sort"
@@ -99,7 +100,7 @@ func run(runs int, monitor time.Duration) error {
 			return err
 		}
 	}
-	fmt.Printf("paceline: supervised process crash → restart, %d runs (load average %s)\n", runs, loadavg())
+	fmt.Printf("paceline: supervised process crash → restart, %d runs (load average %s)\n", runs, benchutil.LoadAvg())
 	var ds []time.Duration
 	for _, f := range files {
 		time.Sleep(200 * time.Millisecond)
@@ -114,7 +115,7 @@ func run(runs int, monitor time.Duration) error {
 		ds = append(ds, time.Since(t0))
 	}
 	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	p := func(q float64) time.Duration { return ds[min(len(ds)-1, int(q*float64(len(ds))))] }
+	p := func(q float64) time.Duration { return benchutil.Percentile(ds, q*100) } // nearest rank, like the other benchmarks
 	fmt.Printf("  p50 %s  p99 %s  max %s  (from SIGKILL to the new process's first line; includes the shell's own start)\n",
 		p(0.5).Round(10*time.Microsecond), p(0.99).Round(10*time.Microsecond), ds[len(ds)-1].Round(10*time.Microsecond))
 	fmt.Printf("  target: ≤ 100 ms plus the service's own start time\n")
@@ -122,16 +123,4 @@ func run(runs int, monitor time.Duration) error {
 	fmt.Printf("  detection alone 0..%s (mean %s), then stop and start; ratio of means ≈ %.0fx\n",
 		monitor, monitor/2, float64(monitor/2)/float64(p(0.5)))
 	return nil
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }

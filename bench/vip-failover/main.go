@@ -23,6 +23,7 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
+	"github.com/paceline/paceline/bench/internal/benchutil"
 	"math"
 	"net"
 	"net/netip"
@@ -133,7 +134,7 @@ func run() int {
 		_ = os.Chmod(dir, 0o755)
 		exe = filepath.Join(dir, "paceline")
 		fmt.Printf("building paceline into %s ...\n", exe)
-		if out, err := exec.Command(goTool(), "build", "-o", exe, "github.com/paceline/paceline/cmd/paceline").CombinedOutput(); err != nil {
+		if out, err := exec.Command(benchutil.GoTool(), "build", "-o", exe, "github.com/paceline/paceline/cmd/paceline").CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
 			return 1
 		}
@@ -152,7 +153,7 @@ func run() int {
 		out, _ := exec.Command(kaPath, "--version").CombinedOutput()
 		kaVersion = strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
 	}
-	fmt.Printf("vip failover benchmark — %s, %d CPUs, load average at start %s\n", time.Now().Format(time.RFC3339), runtime.NumCPU(), loadavg())
+	fmt.Printf("vip failover benchmark — %s, %d CPUs, load average at start %s\n", time.Now().Format(time.RFC3339), runtime.NumCPU(), benchutil.LoadAvg())
 	if kaVersion != "" {
 		fmt.Printf("incumbent: %s\n", kaVersion)
 	}
@@ -179,7 +180,7 @@ func run() int {
 		}
 	}
 	report(results, *runs, *partFor)
-	fmt.Printf("\nload average at the end: %s\n", loadavg())
+	fmt.Printf("\nload average at the end: %s\n", benchutil.LoadAvg())
 	return code
 }
 
@@ -194,14 +195,14 @@ func report(rs []result, runs int, partFor time.Duration) {
 		}
 		s := slices.Clone(r.took)
 		slices.Sort(s)
-		st := [4]time.Duration{percentile(s, 50), percentile(s, 99), s[0], s[len(s)-1]}
+		st := [4]time.Duration{benchutil.Percentile(s, 50), benchutil.Percentile(s, 99), s[0], s[len(s)-1]}
 		stats[r.sys] = st
 		fmt.Printf("  %-28s %5d %7.3fs %7.3fs %7.3fs %7.3fs\n", r.sys, len(s), st[0].Seconds(), st[1].Seconds(), st[2].Seconds(), st[3].Seconds())
 	}
 	if pl, ok := stats["paceline"]; ok {
 		runs := len(rs[0].took)
 		fmt.Printf("  paceline targets: p50 ≤ 0.6 s %s, p99 ≤ 1 s %s (p99 by nearest rank: with %d runs, the %s value)\n",
-			verdict(pl[0] <= 600*time.Millisecond), verdict(pl[1] <= time.Second), runs, ordinal(rank(runs, 99), runs))
+			benchutil.Verdict(pl[0] <= 600*time.Millisecond), benchutil.Verdict(pl[1] <= time.Second), runs, benchutil.Ordinal(benchutil.Rank(runs, 99), runs))
 		for _, r := range rs {
 			if k, ok := stats[r.sys]; ok && r.sys != "paceline" {
 				fmt.Printf("  ratio paceline / %s: p50 %.2f, p99 %.2f, min %.2f, max %.2f\n", r.sys,
@@ -347,10 +348,10 @@ func bench(ctx context.Context, s system, self, exe string, runs int, partFor ti
 		res.err = err
 		return
 	}
-	sleep(ctx, partFor)
+	benchutil.Sleep(ctx, partFor)
 	tHeal := time.Now()
 	herr := l.Heal()
-	sleep(ctx, 4*time.Second)
+	benchutil.Sleep(ctx, 4*time.Second)
 	scancel()
 	ss := <-samples
 	if herr != nil {
@@ -507,7 +508,7 @@ resources:
 						n, q := labcluster.Online(st)
 						hs := labcluster.Holders(st, resource)
 						if n == len(e.hosts) && q && len(hs) == 1 && hs[0] == holder {
-							sleep(e.ctx, time.Second) // let the rejoined node settle
+							benchutil.Sleep(e.ctx, time.Second) // let the rejoined node settle
 							if h2, ok := e.stable(); ok && h2 == holder {
 								return holder, nil
 							}
@@ -579,7 +580,7 @@ vrrp_instance plvi {
 			deadline := time.Now().Add(timeout)
 			for time.Now().Before(deadline) && e.ctx.Err() == nil {
 				if holder, ok := e.stable(); ok && holder == e.hosts[0].Name {
-					sleep(e.ctx, time.Second)
+					benchutil.Sleep(e.ctx, time.Second)
 					if h2, ok := e.stable(); ok && h2 == holder {
 						return holder, nil
 					}
@@ -589,34 +590,6 @@ vrrp_instance plvi {
 			return "", fmt.Errorf("keepalived not steady within %v (address on %v)", timeout, e.addrHolders())
 		},
 	}
-}
-
-// inNetns runs fn on an OS thread inside network namespace ns (a name under
-// /run/netns) and restores the thread; sockets fn creates stay in ns.
-func inNetns(ns string, fn func() error) error {
-	runtime.LockOSThread()
-	self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer self.Close()
-	f, err := os.Open(filepath.Join("/run/netns", ns))
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer f.Close()
-	if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter netns %s: %w", ns, err)
-	}
-	ferr := fn()
-	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-		return fmt.Errorf("restore netns: %w (fn: %v)", err, ferr) // thread stays locked and is discarded
-	}
-	runtime.UnlockOSThread()
-	return ferr
 }
 
 // nlSock is an rtnetlink socket in one host's namespace.
@@ -629,7 +602,7 @@ type nlSock struct {
 
 func openNL(ns string) (*nlSock, error) {
 	s := &nlSock{fd: -1, buf: make([]byte, 1<<16)}
-	err := inNetns(ns, func() error {
+	err := labcluster.InNetns(ns, func() error {
 		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
 		if err != nil {
 			return err
@@ -720,7 +693,7 @@ type reply struct {
 
 func newProber(ns string, vip netip.Addr) (*prober, error) {
 	p := &prober{stop: make(chan struct{})}
-	err := inNetns(ns, func() error {
+	err := labcluster.InNetns(ns, func() error {
 		var err error
 		p.pc, err = net.ListenPacket("udp4", ":0")
 		return err
@@ -804,70 +777,9 @@ func (p *prober) onlyFrom(host string, d time.Duration) bool {
 	return n >= int(d/every)/2
 }
 
-func goTool() string {
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
-		return p
-	}
-	return "go"
-}
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
 func ratio(a, b time.Duration) float64 {
 	if b == 0 {
 		return math.Inf(1)
 	}
 	return float64(a) / float64(b)
-}
-
-// rank is the nearest-rank index (1-based) of percentile p in n samples.
-func rank(n int, p float64) int {
-	r := int(math.Ceil(p / 100 * float64(n)))
-	return max(1, min(n, r))
-}
-
-// percentile of sorted s by nearest rank.
-func percentile(s []time.Duration, p float64) time.Duration { return s[rank(len(s), p)-1] }
-
-func ordinal(n, of int) string {
-	if n == of {
-		return "largest"
-	}
-	suf := "th"
-	switch {
-	case n%100 >= 11 && n%100 <= 13:
-	case n%10 == 1:
-		suf = "st"
-	case n%10 == 2:
-		suf = "nd"
-	case n%10 == 3:
-		suf = "rd"
-	}
-	return strconv.Itoa(n) + suf + " smallest"
-}
-
-func verdict(ok bool) string {
-	if ok {
-		return "met"
-	}
-	return "MISSED"
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
 }

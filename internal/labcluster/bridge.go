@@ -31,28 +31,38 @@ func BridgeAddr(l *lab.Lab) netip.Addr { return l.Subnet().Addr().Next() }
 // by ordinary goroutines of this process. fn must not start goroutines that
 // expect to run in the bridge namespace.
 func InBridge(l *lab.Lab, fn func() error) error {
+	if err := InNetns(l.Name()+"-br", fn); err != nil {
+		return fmt.Errorf("lab %s: %w", l.Name(), err)
+	}
+	return nil
+}
+
+// InNetns runs fn on an OS thread inside the network namespace ns (a name
+// under /run/netns, e.g. a lab host's Host.NS) and restores the thread;
+// sockets fn creates stay in ns (see InBridge).
+func InNetns(ns string, fn func() error) error {
 	runtime.LockOSThread()
 	self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
 	if err != nil {
 		runtime.UnlockOSThread()
-		return fmt.Errorf("lab %s: own netns: %w", l.Name(), err)
+		return fmt.Errorf("own netns: %w", err)
 	}
 	defer self.Close()
-	ns, err := os.Open(filepath.Join("/run/netns", l.Name()+"-br"))
+	f, err := os.Open(filepath.Join("/run/netns", ns))
 	if err != nil {
 		runtime.UnlockOSThread()
-		return fmt.Errorf("lab %s: bridge netns: %w", l.Name(), err)
+		return fmt.Errorf("netns %s: %w", ns, err)
 	}
-	defer ns.Close()
-	if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+	defer f.Close()
+	if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
 		runtime.UnlockOSThread()
-		return fmt.Errorf("lab %s: enter bridge netns: %w", l.Name(), err)
+		return fmt.Errorf("enter netns %s: %w", ns, err)
 	}
 	ferr := fn()
 	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
 		// Leave the thread locked: the runtime discards it when this
 		// goroutine exits instead of reusing it in the wrong namespace.
-		return fmt.Errorf("lab %s: restore netns: %w (fn: %v)", l.Name(), err, ferr)
+		return fmt.Errorf("restore netns: %w (fn: %v)", err, ferr)
 	}
 	runtime.UnlockOSThread()
 	return ferr
