@@ -403,6 +403,19 @@ func (o *op) connect() error {
 
 // load loads the unit (Manager.LoadUnit) and reads its state. A unit
 // systemd does not know is reported with LoadState not-found.
+// connectAndLoad connects to the bus and loads the unit; bad reports a
+// failure, with the Result to return.
+func (o *op) connectAndLoad() (st unitState, failed agents.Result, bad bool) {
+	if err := o.connect(); err != nil {
+		return st, o.fail("connecting", err), true
+	}
+	st, err := o.load()
+	if err != nil {
+		return st, o.fail("LoadUnit("+o.u.name+")", err), true
+	}
+	return st, agents.Result{}, false
+}
+
 func (o *op) load() (unitState, error) {
 	o.waiting = "loading " + o.u.name
 	var path dbus.ObjectPath
@@ -577,12 +590,9 @@ func (o *op) jobFailure(kind, result string, st unitState) agents.Result {
 }
 
 func (o *op) start() agents.Result {
-	if err := o.connect(); err != nil {
-		return o.fail("connecting", err)
-	}
-	st, err := o.load()
-	if err != nil {
-		return o.fail("LoadUnit("+o.u.name+")", err)
+	st, failed, bad := o.connectAndLoad()
+	if bad {
+		return failed
 	}
 	if r, ok := o.installed(st); !ok {
 		return r
@@ -609,12 +619,9 @@ func (o *op) start() agents.Result {
 }
 
 func (o *op) stop() agents.Result {
-	if err := o.connect(); err != nil {
-		return o.fail("connecting", err)
-	}
-	st, err := o.load()
-	if err != nil {
-		return o.fail("LoadUnit("+o.u.name+")", err)
+	st, failed, bad := o.connectAndLoad()
+	if bad {
+		return failed
 	}
 	if st.LoadState == LoadNotFound && !st.running() {
 		// Pacemaker too: a unit that does not exist is stopped. (A unit
@@ -667,12 +674,9 @@ func (o *op) stopped() agents.Result {
 }
 
 func (o *op) monitor() agents.Result {
-	if err := o.connect(); err != nil {
-		return o.fail("connecting", err)
-	}
-	st, err := o.load()
-	if err != nil {
-		return o.fail("LoadUnit("+o.u.name+")", err)
+	st, failed, bad := o.connectAndLoad()
+	if bad {
+		return failed
 	}
 	if r, ok := o.installed(st); !ok {
 		if !st.running() {
@@ -682,7 +686,7 @@ func (o *op) monitor() agents.Result {
 		// (stop stops it), not "not installed", which would hide it.
 		o.u.log.Warn("unit runs but cannot be started again", "reason", r.Reason)
 	}
-	st, err = o.settle(st.Path, "leave "+st.ActiveState, func(a string) bool { return a == StateActivating || a == StateDeactivating })
+	st, err := o.settle(st.Path, "leave "+st.ActiveState, func(a string) bool { return a == StateActivating || a == StateDeactivating })
 	if err != nil {
 		return o.fail("reading the state of "+o.u.name, err)
 	}
@@ -699,12 +703,9 @@ func (o *op) monitor() agents.Result {
 }
 
 func (o *op) validate() agents.Result {
-	if err := o.connect(); err != nil {
-		return o.fail("connecting", err)
-	}
-	st, err := o.load()
-	if err != nil {
-		return o.fail("LoadUnit("+o.u.name+")", err)
+	st, failed, bad := o.connectAndLoad()
+	if bad {
+		return failed
 	}
 	if r, ok := o.installed(st); !ok {
 		return r
