@@ -406,13 +406,3 @@ func (r *Resource) Clone() bool {
 func (r *Resource) IsManaged() bool {
 	return (r.Managed == nil || *r.Managed) && !r.Maintenance
 }
-
-// ParseJSONUnchecked decodes a spec from JSON without validating it (for
-// specs already stored in the replicated state).
-func ParseJSONUnchecked(data []byte) (*Spec, error) {
-	s := &Spec{}
-	if err := json.Unmarshal(data, s); err != nil {
-		return nil, err
-	}
-	return s, nil
-}
