@@ -108,6 +108,11 @@ type Executor struct {
 	bgCtx       context.Context
 	bgCancel    context.CancelFunc
 	closeDriver sync.Once
+
+	// attrMu guards the cache of agent-set node attributes (NodeAttributes).
+	attrMu    sync.Mutex
+	attrMtime time.Time
+	attrCache map[string]string
 }
 
 // New returns an executor with nothing running. It writes the agent shims

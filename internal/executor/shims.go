@@ -2,8 +2,10 @@ package executor
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -241,12 +243,30 @@ const MaxNodeAttributes = 64
 
 // NodeAttributes returns the node attributes agents set here with
 // crm_attribute -n / attrd_updater -n (e.g. ocf:pacemaker:ping's "pingd"),
-// for location rules. Names that are not plain are left out.
+// for location rules. The shims write through a temporary file and a
+// rename, so the directory's modification time changes with every set or
+// delete: the files are read again only then (this runs at every renewal).
 func (e *Executor) NodeAttributes() map[string]string {
 	d := e.dirs.attrs
 	if d == "" {
 		return nil
 	}
+	fi, err := os.Stat(d)
+	if err != nil {
+		return nil
+	}
+	e.attrMu.Lock()
+	defer e.attrMu.Unlock()
+	if !fi.ModTime().Equal(e.attrMtime) {
+		e.attrCache, e.attrMtime = readAttrs(d), fi.ModTime()
+	}
+	return maps.Clone(e.attrCache)
+}
+
+// tmpAttr matches the shims' temporary files (NAME.PID) before their rename.
+var tmpAttr = regexp.MustCompile(`\.[0-9]+$`)
+
+func readAttrs(d string) map[string]string {
 	entries, err := os.ReadDir(d)
 	if err != nil {
 		return nil
@@ -254,7 +274,7 @@ func (e *Executor) NodeAttributes() map[string]string {
 	var out map[string]string
 	for _, en := range entries {
 		name := en.Name()
-		if !en.Type().IsRegular() || strings.HasPrefix(name, ".") || strings.HasPrefix(name, "#") || len(out) >= MaxNodeAttributes {
+		if !en.Type().IsRegular() || strings.HasPrefix(name, ".") || strings.HasPrefix(name, "#") || tmpAttr.MatchString(name) || len(out) >= MaxNodeAttributes {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join(d, name))

@@ -104,6 +104,18 @@ func TestNodeAttributesReported(t *testing.T) {
 	if got := e.NodeAttributes(); got["pingd"] != "100" || got["rack"] != "r2" || len(got) != 2 {
 		t.Fatalf("attributes %v", got)
 	}
+	// A new value is seen (the cache follows the directory), and a shim's
+	// temporary file before its rename is not an attribute.
+	if out, code := shell(t, e.dirs, "ping:0", `attrd_updater -n pingd -U 50`); code != 0 {
+		t.Fatalf("update: %s exit %d", out, code)
+	}
+	if err := os.WriteFile(filepath.Join(e.dirs.attrs, "pingd.4242"), []byte("7\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.NodeAttributes(); got["pingd"] != "50" || len(got) != 2 {
+		t.Fatalf("after an update: %v", got)
+	}
+	os.Remove(filepath.Join(e.dirs.attrs, "pingd.4242"))
 	if out, code := shell(t, e.dirs, "ping:0", `attrd_updater -n pingd -D`); code != 0 {
 		t.Fatalf("delete: %s exit %d", out, code)
 	}
