@@ -196,6 +196,8 @@ func (d *decoder) unknown(k *yaml.Node, path, child string, fields []field, futu
 		hint = fmt.Sprintf("did you mean %s? ", s)
 	} else if sec, ok := belongsUnder[k.Value]; ok && isResourcePath(path) {
 		hint = fmt.Sprintf("it belongs under %s; ", sec)
+	} else if path == "cluster" && k.Value == "fencing" {
+		hint = "fencing is a top-level section: write fencing: {mode: required, devices: [...]} at the top level; "
 	}
 	d.fail(k, child, "unknown field %s (%sallowed %s: %s)", quote(k.Value), hint, where, strings.Join(keys, ", "))
 }
@@ -338,7 +340,7 @@ func mapOf[T any](d *decoder, n *yaml.Node, path, example string, val func(v *ya
 }
 
 // futureSections are top-level sections of the design that later releases implement.
-var futureSections = []string{"loadBalancers", "fencing", "computeHA"}
+var futureSections = []string{"loadBalancers", "computeHA"}
 
 func (d *decoder) spec(n *yaml.Node, s *Spec) {
 	d.object(n, "", "apiVersion: "+APIVersion, []field{
@@ -366,6 +368,10 @@ func (d *decoder) spec(n *yaml.Node, s *Spec) {
 			s.Constraints = &Constraints{}
 			d.constraints(v, p, s.Constraints)
 		}},
+		{"fencing", func(v *yaml.Node, p string) {
+			s.Fencing = &Fencing{}
+			d.fencing(v, p, s.Fencing)
+		}},
 	}, futureSections)
 }
 
@@ -379,7 +385,7 @@ func (d *decoder) cluster(n *yaml.Node, path string, c *Cluster) {
 		{"placementStrategy", func(v *yaml.Node, p string) { c.PlacementStrategy = d.str(v, p) }},
 		{"startFailureIsFatal", func(v *yaml.Node, p string) { c.StartFailureIsFatal = d.boolPtr(v, p) }},
 		{"batchLimit", func(v *yaml.Node, p string) { c.BatchLimit = d.integer(v, p) }},
-	}, []string{"fencing"})
+	}, nil)
 }
 
 func (d *decoder) resource(n *yaml.Node, path string, r *Resource) {

@@ -111,6 +111,7 @@ type (
 		Resources   []Resource   `yaml:"resources,omitempty"`
 		Groups      []Group      `yaml:"groups,omitempty"`
 		Constraints *Constraints `yaml:"constraints,omitempty"`
+		Fencing     *Fencing     `yaml:"fencing,omitempty"`
 	}
 	yamlCluster struct {
 		Name                string `yaml:"name"`
@@ -340,6 +341,7 @@ func (s *Spec) Clone() *Spec {
 		})
 		c.Constraints = &k
 	}
+	c.Fencing = s.Fencing.clone()
 	return &c
 }
 

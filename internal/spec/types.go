@@ -24,16 +24,22 @@ type Spec struct {
 	Groups []Group `json:"groups,omitempty" yaml:"groups"`
 	// Constraints relate resources to nodes and to each other.
 	Constraints *Constraints `json:"constraints,omitempty" yaml:"constraints"`
+	// Fencing lists fence devices and how recovery uses them.
+	Fencing *Fencing `json:"fencing,omitempty" yaml:"fencing"`
 }
 
 // Cluster holds cluster-wide policy.
 type Cluster struct {
 	// Name must equal the name the agents were started with (config clusterName).
 	Name string `json:"name" yaml:"name"`
-	// NoQuorumPolicy is what a node without quorum does with exclusive
-	// resources. This release implements stop (the default: a node that
-	// loses its hold lease kills them); freeze, ignore and demote come with
-	// fencing.
+	// NoQuorumPolicy is what a node without quorum (its hold lease ran
+	// out) does with its resources: stop (default: exclusive resources
+	// are stopped at the lease deadline), demote (promoted instances are
+	// demoted, other exclusive resources stopped), freeze (everything
+	// keeps running, nothing new starts) or ignore (keeps running and
+	// restarts local failures). freeze and ignore need fencing: the rest
+	// of the cluster recovers that node's exclusive resources only after
+	// fencing it (docs/fencing.md).
 	NoQuorumPolicy string `json:"noQuorumPolicy,omitempty" yaml:"noQuorumPolicy"`
 	// Maintenance, when true, leaves every resource as it is (nothing started or stopped).
 	Maintenance bool `json:"maintenance,omitempty" yaml:"maintenance"`
@@ -80,6 +86,14 @@ const (
 	ModePromotable = "promotable" // clone whose instances are promoted (at most promotedMax) or unpromoted
 )
 
+// noQuorumPolicy values.
+const (
+	NoQuorumStop   = "stop"
+	NoQuorumDemote = "demote"
+	NoQuorumFreeze = "freeze"
+	NoQuorumIgnore = "ignore"
+)
+
 // OnFail values.
 const (
 	OnFailRestart = "restart" // restart in place, move after migrationThreshold failures
@@ -89,6 +103,7 @@ const (
 	OnFailBlock   = "block"   // leave it as it is (failed) and stop managing it until cleanup
 	OnFailStandby = "standby" // move every resource away from the node (the node goes standby)
 	OnFailDemote  = "demote"  // demote a promoted instance, do not stop it (promotable only)
+	OnFailFence   = "fence"   // fence the node (needs fencing devices); its resources recover elsewhere
 )
 
 // Role values (targetRole, constraint roles, operation roles).

@@ -57,6 +57,7 @@ func validate(s *Spec, lines map[string]int) []FieldError {
 		firstByName[r.Name] = i
 	}
 	v.validatePolicy(s)
+	v.validateFencing(s)
 	return v.errs
 }
 
@@ -312,9 +313,9 @@ type enum struct {
 
 var (
 	modes            = enum{"mode", []string{ModeSingle, ModeClone, ModePromotable}, []string{"bundle"}}
-	onFails          = enum{"onFail", []string{OnFailRestart, OnFailMigrate, OnFailStop, OnFailBlock, OnFailIgnore, OnFailStandby, OnFailDemote}, []string{"fence"}}
+	onFails          = enum{"onFail", []string{OnFailRestart, OnFailMigrate, OnFailStop, OnFailBlock, OnFailIgnore, OnFailStandby, OnFailDemote, OnFailFence}, nil}
 	targetRoles      = enum{"targetRole", []string{RoleStarted, RoleStopped, RolePromoted, RoleUnpromoted}, nil}
-	noQuorumPolicies = enum{"noQuorumPolicy", []string{"stop"}, []string{"freeze", "ignore", "demote", "suicide"}}
+	noQuorumPolicies = enum{"noQuorumPolicy", []string{NoQuorumStop, NoQuorumDemote, NoQuorumFreeze, NoQuorumIgnore}, []string{"suicide"}}
 )
 
 func (e enum) check(v string) *issue {
