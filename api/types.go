@@ -100,6 +100,9 @@ type Status struct {
 	// Constraints are the operator constraints in force (resource move
 	// and ban), with their remaining time.
 	Constraints []OperatorConstraint `json:"constraints,omitempty"`
+	// Warnings are health warnings the operator must act on (a failed
+	// fence a recovery waits for, ...), each saying what to do.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ApplyResult answers POST /v1/spec.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/paceline/paceline/api"
+	"github.com/paceline/paceline/internal/coordinator"
 	"github.com/paceline/paceline/internal/errs"
 	"github.com/paceline/paceline/internal/httpapi"
 	"github.com/paceline/paceline/internal/spec"
@@ -113,6 +114,7 @@ func (a *Agent) Status(ctx context.Context) (*api.Status, error) {
 		if cs := s.OperatorConstraints(now); len(cs) > 0 {
 			st.Constraints = toAPIConstraints(cs, now)
 		}
+		st.Warnings = append(st.Warnings, coordinator.FenceWarnings(s)...)
 	})
 	return st, nil
 }

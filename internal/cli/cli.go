@@ -52,6 +52,7 @@ func commands() []command {
 		{name: "spec", summary: "spec get | diff -f FILE | history | rollback VERSION", run: cmdSpec},
 		{name: "node", summary: "node list | standby | unstandby | maintenance | unmaintenance | remove NODE", run: cmdNode},
 		{name: "resource", summary: "resource list | show | move | ban | clear | cleanup | restart | enable | disable | failcount | manage | unmanage", run: cmdResource},
+		{name: "fence", summary: "fence NODE [--off|--reboot|--on] | fence confirm NODE | fence history | status | check", run: cmdFence},
 		{name: "simulate", summary: "what the scheduler would do now or after losing nodes: simulate [--node-down NODE]... [--spec FILE]", run: cmdSimulate},
 		{name: "import-cib", summary: "convert a Pacemaker CIB into a spec: import-cib cib.xml [-o spec.yaml] [--cluster-name NAME]", run: cmdImportCIB},
 		{name: "events", summary: "show the event log [--follow]", run: cmdEvents},

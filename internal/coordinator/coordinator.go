@@ -81,6 +81,12 @@ type Coordinator struct {
 	unplaced   []string
 	defs       AssignmentCache
 	kick       chan struct{}
+	// fence is the leader's fencing (fence.go); fenced is the state's
+	// fenced marks as read by the current planning round.
+	fence  *fenceOps
+	fenced map[string]time.Time
+	sp     *spec.Spec
+	runCtx context.Context // the leadership term's context (fence operations)
 }
 
 // New returns a coordinator; call Run when leadership is established.
@@ -92,7 +98,7 @@ func New(cfg Config) *Coordinator {
 		cfg.Logger = slog.Default()
 	}
 	return &Coordinator{cfg: cfg, log: cfg.Logger, now: cfg.Now, reports: map[string]report{}, released: map[string]bool{},
-		lastUnset: map[string]uint64{}, recoveries: map[string]recovery{}, kick: make(chan struct{}, 1)}
+		lastUnset: map[string]uint64{}, recoveries: map[string]recovery{}, kick: make(chan struct{}, 1), fence: newFenceOps()}
 }
 
 func (c *Coordinator) poke() {
@@ -117,6 +123,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	})
 	c.mu.Lock()
 	c.running = true
+	c.runCtx = ctx
 	c.startIndex = c.cfg.FSM.Index()
 	c.mu.Unlock()
 	defer func() {
@@ -125,6 +132,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		c.mu.Unlock()
 		t.LostLeadership()
 	}()
+	defer c.closeFencing()
 	// Confirm leadership continuously: acknowledgements need a fresh quorum.
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -269,8 +277,10 @@ func (c *Coordinator) ActiveReports() map[string][]api.ActiveInstance {
 // Failure records a failure reported by a node.
 func (c *Coordinator) Failure(ctx context.Context, f api.Failure) error {
 	var r *spec.Resource
+	var fz *spec.Fencing
 	c.cfg.FSM.Read(func(s *state.State) {
 		if s.Spec != nil {
+			fz = s.Spec.Fencing
 			for i := range s.Spec.Resources {
 				if s.Spec.Resources[i].Name == f.Resource {
 					x := s.Spec.Resources[i]
@@ -304,6 +314,18 @@ func (c *Coordinator) Failure(ctx context.Context, f api.Failure) error {
 		Freeze:  onFail == spec.OnFailBlock,
 		NoCount: onFail == spec.OnFailIgnore && f.Hard == "",
 		Fatal:   f.Hard == "node" || (f.Op == "start" && startFatal)}
+	// onFail: fence, and a failed stop when fencing is active and the
+	// stop operation sets no onFail (Pacemaker's default): the node is
+	// fenced; its resources recover once the fence is confirmed.
+	if onFail == spec.OnFailFence || (f.Op == "stop" && f.OnFail == "" && r.OnFail == "" && fz.Active()) {
+		c.mu.Lock()
+		runCtx := c.runCtx
+		c.mu.Unlock()
+		if runCtx != nil && fz.Active() {
+			c.startFence(runCtx, fz, f.Node, fz.RecoveryAction(), fmt.Sprintf("onFail: fence of %s (%s)", f.Resource, reason), "")
+		}
+		cmd.Block, cmd.Freeze = false, false
+	}
 	if onFail == spec.OnFailStandby {
 		// The node goes standby: everything moves away from it.
 		yes := true
@@ -360,7 +382,12 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 		}
 		specVer = s.SpecVersion
 		expire = s.ExpireFailures(now)
+		c.fenced = map[string]time.Time{}
+		for n, at := range s.Fenced {
+			c.fenced[n] = at
+		}
 	})
+	c.sp = sp
 	propose := func(cmd *state.Command) (state.Result, bool) {
 		cmd.Time = now
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -437,6 +464,8 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 		}
 		return now.Add(100 * time.Millisecond)
 	}
+	// Lost nodes are fenced; fenced nodes that came back are unfenced.
+	c.fenceLost(ctx, sp, nodes, gone, now, propose, soon)
 	// 2. Failures older than failureTimeout are forgotten.
 	for _, rn := range expire {
 		propose(&state.Command{Type: state.CmdCleanup, Resource: rn[0], NodeName: rn[1], Author: "failure-timeout"})
@@ -565,7 +594,9 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 			plan.Events = append(plan.Events, state.Event{Type: "resource-move", Node: want, Resource: resName, Message: fmt.Sprintf("move %s from %s to %s", k, cur.Node, want)})
 		case has && gone(cur.Node):
 			if done, at := c.fenceDone(cur.Node, defs[resName], now); !done {
-				soon(at) // its self-fence may still be stopping a script-class instance
+				if !at.IsZero() {
+					soon(at) // its self-fence may still be stopping a script-class instance
+				} // else: waits for a confirmed fence, whose record wakes the loop
 				continue
 			}
 			if !may(scheduler.OpStart, k, want) {
@@ -576,6 +607,8 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 			why := "lease expired"
 			if c.released[cur.Node] {
 				why = "shut down cleanly"
+			} else if c.fencedAfterAck(cur.Node) {
+				why = "fenced"
 			}
 			plan.Events = append(plan.Events, state.Event{Type: "resource-recover", Node: want, Resource: resName, Message: fmt.Sprintf("%s: %s is gone (%s), starting on %s", k, cur.Node, why, want)})
 		case has && t.Alive(cur.Node, now):
@@ -747,7 +780,24 @@ func (c *Coordinator) unprobed(probes []probeDef, released map[string]map[string
 // self-fence may take to run the stop (and demote) scripts
 // (driver.FenceWait): a process is SIGKILLed at once, a script is not.
 // When not yet, it also returns when.
+//
+// With fencing, a node confirmed fenced after its last acknowledged
+// renewal runs nothing; when recovery must wait for the fence
+// (mustFence), the lease rule alone is not enough and the zero time
+// says "wait for an event".
 func (c *Coordinator) fenceDone(n string, r *spec.Resource, now time.Time) (bool, time.Time) {
+	if c.released[n] || c.fencedAfterAck(n) {
+		return true, time.Time{}
+	}
+	if mustFence(c.sp, r) {
+		return false, time.Time{}
+	}
+	return c.leaseDone(n, r, now)
+}
+
+// leaseDone is the lease rule alone: n's lease expired plus the time its
+// self-fence may take for r.
+func (c *Coordinator) leaseDone(n string, r *spec.Resource, now time.Time) (bool, time.Time) {
 	t := c.cfg.Table
 	if c.released[n] {
 		return true, time.Time{}
@@ -860,7 +910,17 @@ func (c *Coordinator) exclusiveBlocker(k, want string, def *spec.Resource, slot 
 			continue
 		}
 		if t.Expired(n, now) || c.released[n] {
-			if done, at := c.fenceDone(n, def, now); !done {
+			done, at := c.fenceDone(n, def, now)
+			if !done && at.IsZero() {
+				// Waiting for a fence matters only if it may run the slot:
+				// a lost node starts nothing new, so one whose last report
+				// is recent enough and lacks the slot only needs the lease
+				// rule.
+				if rep, ok := c.reports[n]; ok && rep.r.Applied >= need && !hasSlot(rep.r, res, slot) {
+					done, at = c.leaseDone(n, def, now)
+				}
+			}
+			if !done {
 				return n, at
 			}
 			continue

@@ -148,6 +148,9 @@ func New(b Backend, joinToken string, log *slog.Logger) *Server {
 		return okBody, b.Cleanup(r.Context(), r.PathValue("name"), r.URL.Query().Get("node"), author(r))
 	}))
 	s.resourceRoutes(b, pub)
+	if fb, ok := b.(FenceBackend); ok {
+		s.fenceRoutes(fb, pub)
+	}
 
 	in := func(h func(w http.ResponseWriter, r *http.Request) (any, error)) http.HandlerFunc {
 		return s.wrap("internal", h)

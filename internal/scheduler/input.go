@@ -35,7 +35,9 @@ func FromState(s *state.State, sp *spec.Spec, now time.Time) Input {
 	}
 	for _, name := range s.NodeNames() {
 		n := s.Nodes[name]
-		sn := Node{Name: n.Name, Online: n.Online, Standby: n.Standby, Maintenance: n.Maintenance, Labels: map[string]string{}}
+		// A fenced node gets nothing until it is back and unfenced.
+		_, fenced := s.Fenced[name]
+		sn := Node{Name: n.Name, Online: n.Online && !fenced, Standby: n.Standby, Maintenance: n.Maintenance, Labels: map[string]string{}}
 		for k, v := range n.Labels {
 			sn.Labels[k] = v
 		}

@@ -239,6 +239,25 @@ func sectionChanges(old, new *Spec) []Change {
 	named("nodes", nodes(old), nodes(new))
 	named("groups", groups(old), groups(new))
 	named("constraints", cons(old), cons(new))
+	fence := func(s *Spec) map[string]any {
+		m := map[string]any{}
+		if s.Fencing == nil {
+			return m
+		}
+		f := *s.Fencing
+		for _, d := range f.Devices {
+			m["device "+d.Name] = d
+		}
+		for _, l := range f.Levels {
+			m["level "+l.Node+"/"+strconv.Itoa(l.Level)] = l
+		}
+		f.Devices, f.Levels = nil, nil
+		if !sameJSON(f, Fencing{}) {
+			m["settings"] = f
+		}
+		return m
+	}
+	named("fencing", fence(old), fence(new))
 	return out
 }
 

@@ -106,6 +106,9 @@ type Command struct {
 
 	// Operator holds the arguments of the operator commands (operator.go).
 	Operator *OperatorArgs `json:"operator,omitempty"`
+
+	// Fence is the record of a fence command (fence.go).
+	Fence *FenceRecord `json:"fence,omitempty"`
 }
 
 // Encode serialises a command for the log.
@@ -377,6 +380,8 @@ func (s *State) apply(idx uint64, c *Command) Result {
 	case CmdEvent:
 	case CmdConstraintAdd, CmdConstraintRemove, CmdConstraintExpire, CmdRestart, CmdResourceSet:
 		res = s.applyOperator(idx, c)
+	case CmdFence, CmdUnfence:
+		res = s.applyFence(idx, c)
 	default:
 		res.Err = fmt.Errorf("%w: unknown command type %q", ErrRejected, c.Type)
 	}

@@ -136,6 +136,11 @@ type State struct {
 	Constraints map[string]*OperatorConstraint `json:"operatorConstraints,omitempty"`
 	// Generations counts operator restarts per resource.
 	Generations map[string]uint64 `json:"generations,omitempty"`
+	// FenceHistory is the replicated fence history, oldest first
+	// (bounded by FenceHistorySize); Fenced maps a node to the time it
+	// was last fenced and not unfenced since (fence.go).
+	FenceHistory []FenceRecord        `json:"fenceHistory,omitempty"`
+	Fenced       map[string]time.Time `json:"fenced,omitempty"`
 }
 
 // New returns an empty state.
