@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/paceline/paceline/api"
+	"github.com/paceline/paceline/internal/spec"
+	"github.com/paceline/paceline/internal/state"
 )
 
 // candidates lists API addresses to try for the leader, best first.
@@ -236,6 +238,7 @@ func (a *Agent) fenceLoop(ctx context.Context) {
 	// second, yet a holder must act within milliseconds of its deadline.
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	kept := false // a freeze/ignore policy kept resources running since the lease ran out
 	for {
 		select {
 		case <-ctx.Done():
@@ -245,7 +248,16 @@ func (a *Agent) fenceLoop(ctx context.Context) {
 		now := time.Now()
 		valid := a.holder.Valid(now)
 		a.metrics.LeaseValid.Set(map[bool]float64{true: 1, false: 0}[valid])
-		if !valid && a.exec.HasExclusive() {
+		if valid {
+			kept = false
+		}
+		if !valid && a.exec.HasExclusive() && a.keepsWithoutQuorum() {
+			if !kept {
+				kept = true
+				a.log.Warn("hold lease expired: noQuorumPolicy keeps exclusive resources running; the rest of the cluster takes them over only after fencing this node",
+					"policy", a.noQuorumPolicy(), "deadline", a.holder.Deadline().Format(time.RFC3339Nano))
+			}
+		} else if !valid && a.exec.HasExclusive() {
 			killed := a.exec.SelfFence()
 			if len(killed) > 0 {
 				a.metrics.SelfFences.Inc()
@@ -342,4 +354,25 @@ func (a *Agent) observeInstances() {
 	for st, n := range counts {
 		a.metrics.Instances.WithLabelValues(st).Set(n)
 	}
+}
+
+// noQuorumPolicy is the spec's cluster.noQuorumPolicy as this node last
+// applied it ("stop" when unset).
+func (a *Agent) noQuorumPolicy() string {
+	p := spec.NoQuorumStop
+	a.fsm.Read(func(s *state.State) {
+		if s.Spec != nil && s.Spec.Cluster.NoQuorumPolicy != "" {
+			p = s.Spec.Cluster.NoQuorumPolicy
+		}
+	})
+	return p
+}
+
+// keepsWithoutQuorum reports whether a node that lost its lease keeps its
+// exclusive resources (noQuorumPolicy freeze or ignore; the spec refuses
+// them without fencing, and the leader waits for a fence before it
+// recovers them elsewhere).
+func (a *Agent) keepsWithoutQuorum() bool {
+	p := a.noQuorumPolicy()
+	return p == spec.NoQuorumFreeze || p == spec.NoQuorumIgnore
 }

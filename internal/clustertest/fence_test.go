@@ -286,3 +286,57 @@ func TestFenceConfirm(t *testing.T) {
 }
 
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
+
+// TestNoQuorumFreeze: with noQuorumPolicy freeze, an isolated holder keeps
+// its exclusive resource past its lease (no self-fence), and the majority
+// starts it elsewhere only once that node is fenced — never both at once.
+func TestNoQuorumFreeze(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-node cluster test (-short)")
+	}
+	c := New(t, Options{N: 3})
+	t.Cleanup(c.CheckNoOverlap)
+	b, agentPath := newBMC(t, c)
+	doc := strings.Replace(c.Spec(fencingSection(agentPath, b.dir, "enabled")), "noQuorumPolicy: stop", "noQuorumPolicy: freeze", 1)
+	c.Apply(doc, "freeze with fencing")
+	h := c.WaitPlaced(3)
+	others := c.Others(h)
+
+	b.broken(true)
+	c.Logf("isolating the holder %s with a broken fence device", h.Name)
+	c.Net.Partition(Addrs(h), Addrs(others...))
+	l := c.WaitLeader(others...)
+	c.Wait("two failed fence attempts on "+h.Name, func() bool {
+		k := 0
+		for _, r := range fenceHistory(l) {
+			if r.Node == h.Name && !r.OK {
+				k++
+			}
+		}
+		return k >= 2
+	})
+	// Seconds past its lease: freeze kept it running there, and only there.
+	if h.RunningHere(Exclusive) != 1 {
+		t.Fatalf("%s no longer runs %s: noQuorumPolicy freeze must keep it", h.Name, Exclusive)
+	}
+	for _, n := range others {
+		if n.RunningHere(Exclusive) != 0 {
+			t.Fatalf("%s runs %s while the frozen %s still does", n.Name, Exclusive, h.Name)
+		}
+	}
+	c.Logf("repairing the fence device")
+	b.broken(false)
+	var nh *Node
+	c.Wait(Exclusive+" recovered on the majority", func() bool {
+		r := c.Running(Exclusive)
+		if len(r) == 1 && r[0] != h {
+			nh = r[0]
+			return true
+		}
+		return false
+	})
+	if b.state(h.Name) != "off" {
+		t.Fatalf("%s moved to %s but the BMC says %s is %q", Exclusive, nh.Name, h.Name, b.state(h.Name))
+	}
+	c.Net.Heal()
+}
