@@ -186,6 +186,18 @@ type Renew struct {
 	// They live as long as the agent reports them (Pacemaker's transient
 	// attributes).
 	Attributes map[string]string `json:"attributes,omitempty"`
+	// Ranks are the ordered-bootstrap ranks of resources with a bootstrap
+	// hook that do not run on this node (resource → rank).
+	Ranks map[string]BootstrapRank `json:"ranks,omitempty"`
+}
+
+// BootstrapRank is the outcome of a resource's bootstrap rank command.
+type BootstrapRank struct {
+	OK   bool   `json:"ok"`
+	Rank int64  `json:"rank,omitempty"`
+	Err  string `json:"err,omitempty"`
+	// At is when the command ran (node's clock).
+	At time.Time `json:"at"`
 }
 
 // RenewAck answers a renewal. OK false means no lease was granted.
@@ -213,6 +225,9 @@ type NodeAssignment struct {
 	// Peers lists every assigned instance of the same clone (notify: true
 	// only), for the OCF notify environment.
 	Peers []Peer `json:"peers,omitempty"`
+	// Held: do not start this instance yet (ordered bootstrap: another
+	// node starts first); an instance already running here stays.
+	Held bool `json:"held,omitempty"`
 }
 
 // Peer is one assigned instance of a clone.

@@ -66,6 +66,7 @@ type Agent struct {
 	table  *lease.Table
 	holder *lease.Holder
 	exec   *executor.Executor
+	ranks  ranks // ordered-bootstrap ranks (bootstrap.go)
 
 	serverTLS, clientTLS *tls.Config
 	raftTLS              *tls.Config // mutual TLS for raft
@@ -277,6 +278,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	goRun(a.fenceLoop)
 	goRun(a.failureLoop)
 	goRun(a.discoveryLoop)
+	goRun(a.rankLoop)
 
 	var runErr error
 	select {

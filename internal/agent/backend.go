@@ -437,11 +437,11 @@ func (a *Agent) Assignments(ctx context.Context, node string, after uint64, wait
 		var changed uint64
 		a.fsm.Read(func(s *state.State) { changed = s.NodeChanged(node) })
 		if changed > after || wait <= 0 || time.Now().After(deadline) {
-			return a.assignments.For(a.fsm, node), nil
+			return a.heldAssignments(node), nil
 		}
 		select {
 		case <-ctx.Done():
-			return a.assignments.For(a.fsm, node), nil
+			return a.heldAssignments(node), nil
 		case <-ch:
 		case <-time.After(time.Until(deadline)):
 		}

@@ -76,7 +76,7 @@ func (a *Agent) renewRequest() api.Renew {
 		Applied: a.exec.Applied(), Active: a.exec.Active(), Leaving: a.leaving.Load(),
 		LeaseMS: a.lp.L.Milliseconds(), MarginMS: a.lp.Margin.Milliseconds(),
 		Incarnation: a.incarnation, Seq: a.renewSeq.Add(1), ProbesDone: a.exec.ProbesDone(),
-		Attributes: a.exec.NodeAttributes()}
+		Attributes: a.exec.NodeAttributes(), Ranks: a.ranks.current()}
 	if a.cfg.Role == "control" {
 		r.RaftAddr = net.JoinHostPort(a.adv, strconv.Itoa(a.cfg.Ports.Raft))
 	}

@@ -87,6 +87,19 @@ type Coordinator struct {
 	fenced map[string]time.Time
 	sp     *spec.Spec
 	runCtx context.Context // the leadership term's context (fence operations)
+	// Ordered bootstrap (bootstrap.go): what each cold start waits for,
+	// since when; wake is a wake-up time a helper asked for this round.
+	bootWaiting map[string]string
+	bootSince   map[string]time.Time
+	bootFirst   map[string]string // resource → node chosen to start first in this cold start
+	wake        time.Time
+}
+
+// soonAt asks the current planning round to run again at t at the latest.
+func (c *Coordinator) soonAt(t time.Time) {
+	if c.wake.IsZero() || t.Before(c.wake) {
+		c.wake = t
+	}
 }
 
 // New returns a coordinator; call Run when leadership is established.
@@ -98,7 +111,8 @@ func New(cfg Config) *Coordinator {
 		cfg.Logger = slog.Default()
 	}
 	return &Coordinator{cfg: cfg, log: cfg.Logger, now: cfg.Now, reports: map[string]report{}, released: map[string]bool{},
-		lastUnset: map[string]uint64{}, recoveries: map[string]recovery{}, kick: make(chan struct{}, 1), fence: newFenceOps()}
+		lastUnset: map[string]uint64{}, recoveries: map[string]recovery{}, kick: make(chan struct{}, 1), fence: newFenceOps(),
+		bootWaiting: map[string]string{}, bootSince: map[string]time.Time{}, bootFirst: map[string]string{}}
 }
 
 func (c *Coordinator) poke() {
@@ -160,6 +174,11 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	for {
 		changed := c.cfg.FSM.Changed()
 		next := c.reconcile(ctx)
+		c.mu.Lock()
+		if w := c.wake; !w.IsZero() && (next.IsZero() || w.Before(next)) {
+			next = w
+		}
+		c.mu.Unlock()
 		if !next.IsZero() {
 			d := next.Sub(c.now()) + time.Millisecond
 			if d < time.Millisecond {
@@ -212,8 +231,13 @@ func (c *Coordinator) Renew(r api.Renew) api.RenewAck {
 }
 
 func sameActive(a, b api.Renew) bool {
-	if len(a.Active) != len(b.Active) || a.Applied != b.Applied {
+	if len(a.Active) != len(b.Active) || a.Applied != b.Applied || len(a.Ranks) != len(b.Ranks) {
 		return false
+	}
+	for r, x := range a.Ranks {
+		if y, ok := b.Ranks[r]; !ok || x.OK != y.OK || x.Rank != y.Rank {
+			return false
+		}
 	}
 	for i := range a.Active {
 		if !sameInstance(a.Active[i], b.Active[i]) {
@@ -235,7 +259,20 @@ func sameInstance(a, b api.ActiveInstance) bool {
 func (c *Coordinator) Unplaced() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]string(nil), c.unplaced...)
+	out := append([]string(nil), c.unplaced...)
+	for _, r := range sortedKeys(c.bootWaiting) {
+		out = append(out, r+":bootstrap "+c.bootWaiting[r])
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // InstanceStates returns what every node reported: node → slot key → state.
@@ -341,6 +378,7 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
+	c.wake = time.Time{}
 	if m := c.cfg.Metrics; m != nil {
 		start := time.Now()
 		defer func() { m.PlanDuration.Observe(time.Since(start).Seconds()) }()
@@ -494,6 +532,14 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 	}
 	c.observe(&in, gone)
 	out, tr := scheduler.Plan(in)
+	boot := c.newBootGate(in, out, now)
+	if keys, evs := c.releaseColdAssignments(sp, assign, gone); len(keys) > 0 {
+		cmd := &state.Command{Type: state.CmdPlan, SpecVersion: specVer, Unset: keys, Events: evs}
+		if _, ok := propose(cmd); ok {
+			return now
+		}
+		return now.Add(200 * time.Millisecond)
+	}
 	c.unplaced = append(append([]string(nil), out.Unplaced...), tr.Blocked...)
 	// An action may go ahead when everything it waits for is done: in a
 	// transition computed from what nodes report, pending prerequisites
@@ -587,7 +633,7 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 			unset = append(unset, k)
 			plan.Events = append(plan.Events, state.Event{Type: "resource-stop", Node: cur.Node, Resource: resName, Message: fmt.Sprintf("stop %s on %s", k, cur.Node)})
 		case has && !excl:
-			if !may(scheduler.OpStart, k, want) {
+			if !may(scheduler.OpStart, k, want) || (!foundOn(in.Active, resName, want) && boot.hold(defs[resName], want)) {
 				continue
 			}
 			plan.Set = append(plan.Set, newAssign)
@@ -623,6 +669,8 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 			soon(t.ExpiresAt(cur.Node)) // silent holder: wait for its lease to end
 		case !may(scheduler.OpStart, k, want):
 			// Waits for another action (an order or group).
+		case !foundOn(in.Active, resName, want) && boot.hold(defs[resName], want):
+			// Waits for the ordered bootstrap (a cold start).
 		case !excl && !foundOn(in.Active, resName, want):
 			plan.Set = append(plan.Set, newAssign)
 			plan.Events = append(plan.Events, state.Event{Type: "resource-start", Node: want, Resource: resName, Message: fmt.Sprintf("start %s on %s", k, want)})
@@ -665,7 +713,11 @@ func (c *Coordinator) reconcile(ctx context.Context) time.Time {
 			soon(now.Add(50 * time.Millisecond))
 		}
 	}
+	plan.Events = append(plan.Events, boot.events...)
 	if len(plan.Set) == 0 && len(plan.Unset) == 0 {
+		if len(boot.events) > 0 {
+			propose(&state.Command{Type: state.CmdEvent, Events: boot.events})
+		}
 		return next
 	}
 	res, ok := propose(plan)

@@ -380,7 +380,6 @@ func FenceWarnings(s *state.State) []string {
 	return out
 }
 
-
 // DeviceCheck is the outcome of checking one fence device.
 type DeviceCheck struct {
 	Device string

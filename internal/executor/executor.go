@@ -210,7 +210,18 @@ func (e *Executor) Update(a api.Assignments) {
 		return
 	}
 	e.applied = a.Index
-	e.desired = a.Items
+	// A held instance (ordered bootstrap: the leader wants another node
+	// to start first) is not started here; one that already runs stays.
+	items := make([]api.NodeAssignment, 0, len(a.Items))
+	for _, it := range a.Items {
+		if it.Held {
+			if i, ok := e.insts[fmt.Sprintf("%s:%d", it.Resource, it.Slot)]; !ok || !i.active() {
+				continue
+			}
+		}
+		items = append(items, it)
+	}
+	e.desired = items
 	e.maint = a.Maintenance
 	e.probeItems = map[string]api.ProbeItem{}
 	listed := map[string]bool{}

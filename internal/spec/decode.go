@@ -435,6 +435,15 @@ func (d *decoder) resource(n *yaml.Node, path string, r *Resource) {
 		{"managed", func(v *yaml.Node, p string) { r.Managed = d.boolPtr(v, p) }},
 		{"maintenance", func(v *yaml.Node, p string) { r.Maintenance = d.boolean(v, p) }},
 		{"multipleActive", func(v *yaml.Node, p string) { r.MultipleActive = d.str(v, p) }},
+		{"bootstrap", func(v *yaml.Node, p string) {
+			b := &Bootstrap{}
+			r.Bootstrap = b
+			d.object(v, p, "{rank: [/usr/local/bin/galera-seqno], timeout: 30s, wait: 10m}", []field{
+				{"rank", func(v *yaml.Node, p string) { b.Rank = d.strings(v, p, "[/usr/local/bin/galera-seqno]") }},
+				{"timeout", func(v *yaml.Node, p string) { b.Timeout = d.duration(v, p) }},
+				{"wait", func(v *yaml.Node, p string) { b.Wait = d.duration(v, p) }},
+			}, nil)
+		}},
 	}, nil)
 }
 

@@ -153,6 +153,7 @@ type (
 		Managed            *bool             `yaml:"managed,omitempty"`
 		Maintenance        bool              `yaml:"maintenance,omitempty"`
 		MultipleActive     string            `yaml:"multipleActive,omitempty"`
+		Bootstrap          *Bootstrap        `yaml:"bootstrap,omitempty"`
 	}
 	yamlParams struct {
 		Command      []string          `yaml:"command,flow,omitempty"`
@@ -246,7 +247,7 @@ func (r Resource) MarshalYAML() (any, error) {
 		Health: r.Health, OnFail: r.OnFail, MigrationThreshold: r.MigrationThreshold, FailureTimeout: r.FailureTimeout,
 		Stickiness: r.Stickiness, Nodes: r.Nodes, NodeLabels: r.NodeLabels, TargetRole: r.TargetRole, PromotedMax: r.PromotedMax,
 		PromotedMaxPerNode: r.PromotedMaxPerNode, Interleave: r.Interleave, Notify: r.Notify, Operations: r.Operations,
-		Priority: r.Priority, Utilization: r.Utilization, Managed: r.Managed, Maintenance: r.Maintenance, MultipleActive: r.MultipleActive}
+		Priority: r.Priority, Utilization: r.Utilization, Managed: r.Managed, Maintenance: r.Maintenance, MultipleActive: r.MultipleActive, Bootstrap: r.Bootstrap}
 	if r.scriptParams() {
 		v := r.Params.Values
 		if v == nil {
@@ -350,6 +351,11 @@ func (r *Resource) clone() Resource {
 	c.Params.Command = slices.Clone(r.Params.Command)
 	c.Params.Env = maps.Clone(r.Params.Env)
 	c.Params.Values = maps.Clone(r.Params.Values)
+	if r.Bootstrap != nil {
+		b := *r.Bootstrap
+		b.Rank = slices.Clone(r.Bootstrap.Rank)
+		c.Bootstrap = &b
+	}
 	if r.Health != nil {
 		h := *r.Health
 		h.Exec = slices.Clone(r.Health.Exec)

@@ -224,7 +224,9 @@ func (d *decoder) fenceDevice(n *yaml.Node, path string, x *FenceDevice) {
 				{"insecure", func(v *yaml.Node, p string) { r.Insecure = d.boolean(v, p) }},
 			}, nil)
 		}},
-		{"params", func(v *yaml.Node, p string) { x.Params = d.stringMap(v, p, "{ip: 192.0.2.21, username: admin, lanplus: \"1\"}") }},
+		{"params", func(v *yaml.Node, p string) {
+			x.Params = d.stringMap(v, p, "{ip: 192.0.2.21, username: admin, lanplus: \"1\"}")
+		}},
 		{"secretFiles", func(v *yaml.Node, p string) {
 			x.SecretFiles = d.stringMap(v, p, "{password: /etc/paceline/bmc-n1.pw}")
 		}},

@@ -179,6 +179,11 @@ type Resource struct {
 	// MultipleActive is what happens when a single resource is found active
 	// on several nodes: stopStart (default), stopOnly, block or stopUnexpected.
 	MultipleActive string `json:"multipleActive,omitempty" yaml:"multipleActive"`
+	// Bootstrap orders a cold start (nothing of the resource runs
+	// anywhere, e.g. after a full-cluster power loss): the first instance
+	// starts on the node whose rank command prints the highest number
+	// (Galera: the highest seqno), the others once it runs (bootstrap.go).
+	Bootstrap *Bootstrap `json:"bootstrap,omitempty" yaml:"bootstrap"`
 }
 
 // Operation configures one operation of a resource.
