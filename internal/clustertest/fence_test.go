@@ -190,9 +190,10 @@ func TestFenceRequiredRecovery(t *testing.T) {
 		t.Fatalf("%s started on %s although %s was never fenced (fencing required)", Exclusive, r[0].Name, h.Name)
 	}
 	cl := c.Client(others...)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*Patience)
 	defer cancel()
-	st, err := cl.Status(ctx)
+	var st *api.Status
+	err := settle(c, func() (err error) { st, err = cl.Status(ctx); return err })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +221,8 @@ func TestFenceRequiredRecovery(t *testing.T) {
 
 	// Power on through the API: the node rejoins, is unfenced and runs
 	// its clone instance again.
-	rec, err := cl.Fence(ctx, h.Name, "on")
+	var rec *api.FenceRecord
+	err = settle(c, func() (err error) { rec, err = cl.Fence(ctx, h.Name, "on"); return err })
 	if err != nil || !rec.OK {
 		t.Fatalf("fence %s on: %+v %v", h.Name, rec, err)
 	}
@@ -229,7 +231,8 @@ func TestFenceRequiredRecovery(t *testing.T) {
 		return eventIndex(c.WaitLeader().Events(), func(e state.Event) bool { return e.Type == "node-unfenced" && e.Node == h.Name }) >= 0
 	})
 	c.WaitPlaced(3)
-	hist, err := cl.FenceHistory(ctx, h.Name)
+	var hist []api.FenceRecord
+	err = settle(c, func() (err error) { hist, err = cl.FenceHistory(ctx, h.Name); return err })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,10 +260,10 @@ func TestFenceConfirm(t *testing.T) {
 	h := c.WaitPlaced(3)
 	others := c.Others(h)
 	cl := c.Client(others...)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*Patience)
 	defer cancel()
 
-	_, err := cl.FenceConfirm(ctx, others[0].Name)
+	err := settle(c, func() error { _, err := cl.FenceConfirm(ctx, others[0].Name); return err })
 	var ae *api.Error
 	if !errorsAs(err, &ae) || ae.Status != 409 || !strings.Contains(ae.Error(), "is alive") {
 		t.Fatalf("confirming a live node: want 409 'is alive', got %v", err)
@@ -275,7 +278,8 @@ func TestFenceConfirm(t *testing.T) {
 		}
 		return false
 	})
-	rec, err := cl.FenceConfirm(ctx, h.Name)
+	var rec *api.FenceRecord
+	err = settle(c, func() (err error) { rec, err = cl.FenceConfirm(ctx, h.Name); return err })
 	if err != nil || rec.Action != "confirm" {
 		t.Fatalf("confirm %s: %+v %v", h.Name, rec, err)
 	}
@@ -339,4 +343,23 @@ func TestNoQuorumFreeze(t *testing.T) {
 		t.Fatalf("%s moved to %s but the BMC says %s is %q", Exclusive, nh.Name, h.Name, b.state(h.Name))
 	}
 	c.Net.Heal()
+}
+
+// settle runs call until it succeeds or fails for a reason other than a
+// leader election under way (no leader known, 503, unreachable), for at
+// most Patience; it returns the last error.
+func settle(c *Cluster, call func() error) error {
+	deadline := time.Now().Add(Patience)
+	for {
+		err := call()
+		var ae *api.Error
+		transient := err != nil && (errors.Is(err, api.ErrUnreachable) ||
+			(errors.As(err, &ae) && (ae.Status == 503 || ae.Status == 502)) ||
+			strings.Contains(err.Error(), "no leader") || strings.Contains(err.Error(), "not the leader"))
+		if !transient || time.Now().After(deadline) {
+			return err
+		}
+		c.Logf("retrying after a transient error: %v", err)
+		time.Sleep(100 * time.Millisecond)
+	}
 }
