@@ -58,6 +58,7 @@ func validate(s *Spec, lines map[string]int) []FieldError {
 	}
 	v.validatePolicy(s)
 	v.validateFencing(s)
+	v.validateLoadBalancers(s)
 	return v.errs
 }
 
