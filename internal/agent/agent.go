@@ -96,6 +96,7 @@ type Agent struct {
 	done      chan struct{} // closed when Run returns
 
 	disc discoveryWiring // discovery.go
+	lbw  lbWiring        // lb.go
 }
 
 // Network is a replaceable network under the agent (tests inject network
@@ -277,6 +278,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	goRun(a.fenceLoop)
 	goRun(a.failureLoop)
 	goRun(a.discoveryLoop)
+	goRun(a.lbLoop)
 
 	var runErr error
 	select {
