@@ -76,9 +76,13 @@ func (a *Agent) lbInputs() lbmanager.Inputs {
 	if len(w.lbs) == 0 {
 		return in
 	}
+	// A VIP counts as held from the moment its start begins (before the
+	// address is added: the frontends are listening, with
+	// ip_nonlocal_bind, when the first packet for the address arrives)
+	// until its stop begins.
 	held := map[string]bool{}
 	for _, ai := range a.exec.Active() {
-		if ai.State == executor.StateRunning && !ai.Probed {
+		if (ai.State == executor.StateStarting || ai.State == executor.StateRunning) && !ai.Probed {
 			held[ai.Resource] = true
 		}
 	}

@@ -59,6 +59,10 @@ type Config struct {
 	Sysctl func(name, value string) error
 	// ReadFile reads check password files (nil: os.ReadFile).
 	ReadFile func(string) ([]byte, error)
+	// LocalAddrs lists this network namespace's addresses (nil: none is
+	// known, a bind must fail before ip_nonlocal_bind is set; New sets
+	// the real list unless Sysctl is given).
+	LocalAddrs func() ([]netip.Addr, error)
 	// RetryEvery is how often a frontend that failed to start is tried
 	// again (default 2s).
 	RetryEvery time.Duration
@@ -98,6 +102,9 @@ func New(cfg Config) *Manager {
 	}
 	if cfg.Sysctl == nil {
 		cfg.Sysctl = writeSysctl
+		if cfg.LocalAddrs == nil {
+			cfg.LocalAddrs = localAddrs
+		}
 	}
 	if cfg.RetryEvery == 0 {
 		cfg.RetryEvery = 2 * time.Second
@@ -170,6 +177,7 @@ func (m *Manager) run(sl *spec.LoadBalancer, cfg lb.Config) {
 	now := time.Now()
 	switch {
 	case inst == nil:
+		m.enableNonlocal(cfg, m.notLocal)
 		l, err := lb.New(cfg, m.log.With("lb", sl.Name), m.cfg.Clock)
 		if l == nil {
 			m.errs[sl.Name] = err.Error()
@@ -191,6 +199,7 @@ func (m *Manager) run(sl *spec.LoadBalancer, cfg lb.Config) {
 		m.run(sl, cfg)
 		return
 	case !reflect.DeepEqual(inst.cfg, cfg):
+		m.enableNonlocal(cfg, m.notLocal)
 		err := inst.l.Update(cfg)
 		var fe *lb.FieldError
 		if errors.As(err, &fe) {
@@ -211,7 +220,15 @@ func (m *Manager) run(sl *spec.LoadBalancer, cfg lb.Config) {
 // family, once, and tries again.
 func (m *Manager) settle(inst *instance, err error, now time.Time) {
 	if err != nil && errors.Is(err, syscall.EADDRNOTAVAIL) {
-		if m.enableNonlocal(inst.cfg) {
+		failed := map[netip.Addr]bool{}
+		for _, f := range inst.l.Status().Frontends {
+			if f.Addr == "" && strings.Contains(f.Error, syscall.EADDRNOTAVAIL.Error()) {
+				if ap, err := netip.ParseAddrPort(f.Bind); err == nil {
+					failed[ap.Addr().Unmap()] = true
+				}
+			}
+		}
+		if m.enableNonlocal(inst.cfg, func(a netip.Addr) bool { return failed[a] }) {
 			err = inst.l.Update(inst.cfg)
 		}
 	}
@@ -222,9 +239,29 @@ func (m *Manager) settle(inst *instance, err error, now time.Time) {
 	}
 }
 
+// notLocal reports whether a is on none of this namespace's interfaces.
+func (m *Manager) notLocal(a netip.Addr) bool {
+	if m.cfg.LocalAddrs == nil {
+		return false
+	}
+	addrs, err := m.cfg.LocalAddrs()
+	if err != nil {
+		return false
+	}
+	for _, x := range addrs {
+		if x == a {
+			return false
+		}
+	}
+	return true
+}
+
 // enableNonlocal sets ip_nonlocal_bind for the families of the frontends
-// whose address is not local; it reports whether it changed anything.
-func (m *Manager) enableNonlocal(cfg lb.Config) bool {
+// whose address is not local (by notLocal); it reports whether it changed
+// anything. The VIP's load balancer is started when the VIP's start
+// begins, before its address is added, so that no connection finds the
+// address without a listener.
+func (m *Manager) enableNonlocal(cfg lb.Config, notLocal func(netip.Addr) bool) bool {
 	changed := false
 	for _, f := range cfg.Frontends {
 		host, _, err := net.SplitHostPort(f.Bind)
@@ -235,8 +272,12 @@ func (m *Manager) enableNonlocal(cfg lb.Config) bool {
 		if err != nil || a.IsUnspecified() {
 			continue
 		}
+		a = a.Unmap()
+		if !notLocal(a) {
+			continue
+		}
 		name := "net.ipv4.ip_nonlocal_bind"
-		if a.Unmap().Is6() {
+		if a.Is6() {
 			name = "net.ipv6.ip_nonlocal_bind"
 		}
 		if m.nonlocal[name] {
@@ -269,7 +310,10 @@ func (m *Manager) events(inst *instance) {
 		seen[k] = true
 		old, known := inst.states[k]
 		inst.states[k] = s.State
-		if !known || old == s.State {
+		if !known {
+			old = "up" // a new server counts as up until its first check
+		}
+		if old == s.State {
 			continue
 		}
 		up := func(x string) bool { return x == "up" }
@@ -408,6 +452,21 @@ func resourcesOf(sl *spec.LoadBalancer, cfg lb.Config) map[string]string {
 		}
 	}
 	return out
+}
+
+// localAddrs lists the addresses of this network namespace's interfaces.
+func localAddrs() ([]netip.Addr, error) {
+	as, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, a := range as {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, p.Addr().Unmap())
+		}
+	}
+	return out, nil
 }
 
 // writeSysctl writes /proc/sys/NAME (dots become slashes).

@@ -272,7 +272,8 @@ loadBalancers:
 }
 
 // A frontend on an address that is not local turns on ip_nonlocal_bind
-// for its family once, and the failure shows in Status.
+// for its family once (here, with LocalAddrs unknown, after the bind
+// failed), and the failure shows in Status.
 func TestNonlocalBind(t *testing.T) {
 	lbs := parseLBs(t, `apiVersion: paceline/v1
 cluster: {name: c}
@@ -301,5 +302,19 @@ loadBalancers:
 	}
 	if !strings.Contains(st[0].Frontends[0].Error, "assign requested address") {
 		t.Errorf("frontend a error %q", st[0].Frontends[0].Error)
+	}
+
+	// With the namespace's addresses known, the sysctl is set before the
+	// first bind of an address that is not local, and only for it.
+	r2 := &recorder{}
+	m2 := newManager(t, r2)
+	m2.cfg.LocalAddrs = func() ([]netip.Addr, error) { return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil }
+	lbs[0].Frontends[0].Bind = "[2001:db8::77]:0"
+	m2.Apply(Inputs{LoadBalancers: lbs})
+	r2.mu.Lock()
+	got = strings.Join(r2.sysctl, ",")
+	r2.mu.Unlock()
+	if got != "net.ipv6.ip_nonlocal_bind=1" {
+		t.Fatalf("sysctls %q", got)
 	}
 }
