@@ -274,8 +274,15 @@ func (v *validator) validateLoadBalancers(s *Spec) {
 					v.add(bp+".check.passwordFile", "only mysql-galera checks use a password")
 				}
 			}
+			listed := map[string]int{}
 			for k, sv := range b.Servers {
 				sp := fmt.Sprintf("%s.servers[%d]", bp, k)
+				if sv.Resource != "" {
+					if first, dup := listed[sv.Resource]; dup {
+						v.add(sp+".resource", "%s is already listed as servers[%d]; list a resource once per backend", quote(sv.Resource), first)
+					}
+					listed[sv.Resource] = k
+				}
 				switch {
 				case sv.Resource != "" && sv.Address != "":
 					v.add(sp+".address", "write either address (a static server) or resource (one server per node where it runs), not both")
