@@ -272,6 +272,8 @@ func TestLBVIPFailover(t *testing.T) {
 	if s := serverStates(st, second); len(s) != 2 {
 		t.Errorf("servers on %s after the failover: %v", second, s)
 	}
+	out, _ := c.cli(c.host(second), "lb", "status")
+	t.Logf("paceline lb status:\n%s", out)
 }
 
 // TestLBBackends: balancing over three servers, a health check taking one
