@@ -120,7 +120,7 @@ func (a *Agent) lbEventLoop(ctx context.Context) {
 				break more
 			}
 		}
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		for deadline := time.Now().Add(10 * time.Second); ; {
 			if addr := a.currentLeaderAPI(); addr != "" {
 				cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 				err := a.peerClient(addr).Do(cctx, "POST", "/v1/internal/events", batch, nil)
@@ -128,6 +128,10 @@ func (a *Agent) lbEventLoop(ctx context.Context) {
 				if err == nil {
 					break
 				}
+			}
+			if time.Now().After(deadline) {
+				a.log.Warn("load balancer events not delivered to the leader for 10 s; dropped (they are in this log)", "events", len(batch))
+				break
 			}
 			select {
 			case <-ctx.Done():
