@@ -97,6 +97,7 @@ type Agent struct {
 	done      chan struct{} // closed when Run returns
 
 	disc discoveryWiring // discovery.go
+	lbw  lbWiring        // lb.go
 }
 
 // Network is a replaceable network under the agent (tests inject network
@@ -279,6 +280,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	goRun(a.failureLoop)
 	goRun(a.discoveryLoop)
 	goRun(a.rankLoop)
+	goRun(a.lbLoop)
 
 	var runErr error
 	select {

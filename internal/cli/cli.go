@@ -55,6 +55,7 @@ func commands() []command {
 		{name: "fence", summary: "fence NODE [--off|--reboot|--on] | fence confirm NODE | fence history | status | check", run: cmdFence},
 		{name: "simulate", summary: "what the scheduler would do now or after losing nodes: simulate [--node-down NODE]... [--spec FILE]", run: cmdSimulate},
 		{name: "import-cib", summary: "convert a Pacemaker CIB into a spec: import-cib cib.xml [-o spec.yaml] [--cluster-name NAME]", run: cmdImportCIB},
+		{name: "lb", summary: "lb status [--local]: the built-in load balancers, their frontends and servers", run: cmdLB},
 		{name: "events", summary: "show the event log [--follow]", run: cmdEvents},
 		{name: "tls", summary: "create and rotate the cluster CA and certificates", run: cmdTLS},
 		{name: "lab", summary: "network-namespace lab of N hosts (root): up | kill | pause | partition | heal | down ...", run: cmdLab},

@@ -30,6 +30,8 @@ func MaybeHelper() {
 		return
 	case "exclusive":
 		exclusiveHelper()
+	case "http":
+		httpHelper()
 	default:
 		fmt.Fprintln(os.Stderr, "unknown helper", os.Getenv(HelperEnv))
 		os.Exit(2)

@@ -155,6 +155,7 @@ func New(b Backend, joinToken string, log *slog.Logger) *Server {
 	in := func(h func(w http.ResponseWriter, r *http.Request) (any, error)) http.HandlerFunc {
 		return s.wrap("internal", h)
 	}
+	s.lbRoutes(b, pub, in)
 	s.mux.HandleFunc("POST /v1/internal/renew", in(func(w http.ResponseWriter, r *http.Request) (any, error) {
 		var req api.Renew
 		if err := decodeJSON(r, &req); err != nil {

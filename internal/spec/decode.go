@@ -340,7 +340,7 @@ func mapOf[T any](d *decoder, n *yaml.Node, path, example string, val func(v *ya
 }
 
 // futureSections are top-level sections of the design that later releases implement.
-var futureSections = []string{"loadBalancers", "computeHA"}
+var futureSections = []string{"computeHA"}
 
 func (d *decoder) spec(n *yaml.Node, s *Spec) {
 	d.object(n, "", "apiVersion: "+APIVersion, []field{
@@ -371,6 +371,12 @@ func (d *decoder) spec(n *yaml.Node, s *Spec) {
 		{"fencing", func(v *yaml.Node, p string) {
 			s.Fencing = &Fencing{}
 			d.fencing(v, p, s.Fencing)
+		}},
+		{"loadBalancers", func(v *yaml.Node, p string) {
+			d.list(v, p, "[{name: api, vip: api-vip, frontends: [...], backends: [...]}]", func(v *yaml.Node, p string) {
+				s.LoadBalancers = append(s.LoadBalancers, LoadBalancer{})
+				d.loadBalancer(v, p, &s.LoadBalancers[len(s.LoadBalancers)-1])
+			})
 		}},
 	}, futureSections)
 }

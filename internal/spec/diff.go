@@ -73,6 +73,7 @@ func Diff(old, new *Spec) []Change {
 		changes = append(changes, Change{Kind: ChangeChanged, Fields: fields})
 	}
 	changes = append(changes, sectionChanges(old, new)...)
+	changes = append(changes, lbChanges(old, new)...)
 	oldByName, newByName := byName(old), byName(new)
 	var names []string
 	for n := range oldByName {

@@ -112,6 +112,8 @@ type (
 		Groups      []Group      `yaml:"groups,omitempty"`
 		Constraints *Constraints `yaml:"constraints,omitempty"`
 		Fencing     *Fencing     `yaml:"fencing,omitempty"`
+		// LoadBalancers: see loadbalancer.go.
+		LoadBalancers []LoadBalancer `yaml:"loadBalancers,omitempty"`
 	}
 	yamlCluster struct {
 		Name                string `yaml:"name"`
@@ -343,6 +345,7 @@ func (s *Spec) Clone() *Spec {
 		c.Constraints = &k
 	}
 	c.Fencing = s.Fencing.clone()
+	c.LoadBalancers = cloneEach(s.LoadBalancers, LoadBalancer.clone)
 	return &c
 }
 

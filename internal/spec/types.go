@@ -26,6 +26,8 @@ type Spec struct {
 	Constraints *Constraints `json:"constraints,omitempty" yaml:"constraints"`
 	// Fencing lists fence devices and how recovery uses them.
 	Fencing *Fencing `json:"fencing,omitempty" yaml:"fencing"`
+	// LoadBalancers configure paceline's built-in load balancer (docs/lb.md).
+	LoadBalancers []LoadBalancer `json:"loadBalancers,omitempty" yaml:"loadBalancers"`
 }
 
 // Cluster holds cluster-wide policy.

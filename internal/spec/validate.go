@@ -59,6 +59,7 @@ func validate(s *Spec, lines map[string]int) []FieldError {
 	v.validatePolicy(s)
 	v.validateFencing(s)
 	v.validateBootstrap(s)
+	v.validateLoadBalancers(s)
 	return v.errs
 }
 
