@@ -176,16 +176,7 @@ func TestFenceRequiredRecovery(t *testing.T) {
 	b.broken(true)
 	c.Logf("crashing the holder %s with a broken fence device", h.Name)
 	h.Crash()
-	l := c.WaitLeader(others...)
-	c.Wait("two failed fence attempts on "+h.Name, func() bool {
-		k := 0
-		for _, r := range fenceHistory(l) {
-			if r.Node == h.Name && !r.OK {
-				k++
-			}
-		}
-		return k >= 2
-	})
+	waitFenceFailures(c, h, 2, others...)
 	if r := c.Running(Exclusive); len(r) != 0 {
 		t.Fatalf("%s started on %s although %s was never fenced (fencing required)", Exclusive, r[0].Name, h.Name)
 	}
@@ -269,15 +260,7 @@ func TestFenceConfirm(t *testing.T) {
 		t.Fatalf("confirming a live node: want 409 'is alive', got %v", err)
 	}
 	h.Crash()
-	l := c.WaitLeader(others...)
-	c.Wait("a failed fence of "+h.Name, func() bool {
-		for _, r := range fenceHistory(l) {
-			if r.Node == h.Name && !r.OK {
-				return true
-			}
-		}
-		return false
-	})
+	waitFenceFailures(c, h, 1, others...)
 	var rec *api.FenceRecord
 	err = settle(c, func() (err error) { rec, err = cl.FenceConfirm(ctx, h.Name); return err })
 	if err != nil || rec.Action != "confirm" {
@@ -309,16 +292,7 @@ func TestNoQuorumFreeze(t *testing.T) {
 	b.broken(true)
 	c.Logf("isolating the holder %s with a broken fence device", h.Name)
 	c.Net.Partition(Addrs(h), Addrs(others...))
-	l := c.WaitLeader(others...)
-	c.Wait("two failed fence attempts on "+h.Name, func() bool {
-		k := 0
-		for _, r := range fenceHistory(l) {
-			if r.Node == h.Name && !r.OK {
-				k++
-			}
-		}
-		return k >= 2
-	})
+	waitFenceFailures(c, h, 2, others...)
 	// Seconds past its lease: freeze kept it running there, and only there.
 	if h.RunningHere(Exclusive) != 1 {
 		t.Fatalf("%s no longer runs %s: noQuorumPolicy freeze must keep it", h.Name, Exclusive)
@@ -362,4 +336,23 @@ func settle(c *Cluster, call func() error) error {
 		c.Logf("retrying after a transient error: %v", err)
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// waitFenceFailures waits until the leader among nodes recorded k failed
+// fence operations of h.
+func waitFenceFailures(c *Cluster, h *Node, k int, nodes ...*Node) {
+	c.T.Helper()
+	c.Wait(fmt.Sprintf("%d failed fence attempt(s) on %s", k, h.Name), func() bool {
+		l := c.Leader(nodes...)
+		if l == nil {
+			return false
+		}
+		n := 0
+		for _, r := range fenceHistory(l) {
+			if r.Node == h.Name && !r.OK {
+				n++
+			}
+		}
+		return n >= k
+	})
 }
