@@ -95,7 +95,7 @@ func TestBMCPowerCycle(t *testing.T) {
 func firstLine(s string) string {
 	s = strings.TrimSpace(s)
 	for _, l := range strings.Split(s, "\n") {
-		if strings.HasPrefix(l, "Success") || strings.HasPrefix(l, "Status") || strings.HasPrefix(l, "ERROR") {
+		if strings.HasPrefix(l, "Success") || strings.HasPrefix(l, "Status") || strings.Contains(l, "ERROR:") {
 			return l
 		}
 	}
