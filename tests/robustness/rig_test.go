@@ -43,6 +43,7 @@ type rig struct {
 	vip    netip.Addr
 	arp    *arpWatcher
 	t0     time.Time
+	oldest int // oldest version in the final history (set by checkWrites)
 
 	mu     sync.Mutex
 	events []string // timeline, printed on failure and with -v

@@ -82,12 +82,35 @@ type episode struct {
 	injected time.Time
 	recover  time.Time
 	whole    time.Duration // from recovery to a whole cluster; -1: not whole in time
+	settled  time.Time     // when the cluster was whole again (or the wait gave up)
+}
+
+// episodeAt names the fault under way (from injection until the cluster
+// was whole again) at t.
+func episodeAt(eps []episode, t time.Time) string {
+	for _, e := range eps {
+		if !t.Before(e.injected.Add(-time.Second)) && !t.After(e.settled) {
+			return fmt.Sprintf("during %s %s%s (injected %s, recovered %s, whole %s)", e.kind, strings.Join(e.hosts, ","),
+				map[bool]string{true: " " + e.detail, false: ""}[e.detail != ""],
+				e.injected.Format("15:04:05.000"), e.recover.Format("15:04:05.000"), e.settled.Format("15:04:05.000"))
+		}
+	}
+	return "outside any fault"
 }
 
 type ack struct {
 	n, version int
 	at         time.Time
+	// verified: the content was checked at a checkpoint during the run
+	// (the final check covers it again unless it left the kept history).
+	verified bool
+	bad      bool // found changed at a checkpoint (reported once, in early)
 }
+
+// checkpointEvery is how many acknowledged writes pass between two
+// checkpoints, which verify the content of every acknowledged write not
+// yet verified: long runs write more versions than the history keeps.
+const checkpointEvery = 40
 
 func chaos(t *testing.T, tag string, duration time.Duration, kinds []weighted) {
 	r := newRig(t, tag)
@@ -116,6 +139,7 @@ func chaos(t *testing.T, tag string, duration time.Duration, kinds []weighted) {
 		acks     []ack
 		failures = map[string]int{}
 		attempts int
+		early    []string // acknowledged writes found changed at a checkpoint
 	)
 	stopWriter := make(chan struct{})
 	writerDone := make(chan struct{})
@@ -136,7 +160,11 @@ func chaos(t *testing.T, tag string, duration time.Duration, kinds []weighted) {
 			} else {
 				failures[classify(msg)]++
 			}
+			checkpoint := err == nil && len(acks)%checkpointEvery == 0
 			wmu.Unlock()
+			if checkpoint {
+				r.checkpoint(&wmu, &acks, &early)
+			}
 			if err == nil {
 				r.logf("write %d acknowledged as version %d", n, v)
 			} else {
@@ -184,6 +212,7 @@ func chaos(t *testing.T, tag string, duration time.Duration, kinds []weighted) {
 		} else {
 			eps[len(eps)-1].whole = time.Since(t0)
 		}
+		eps[len(eps)-1].settled = time.Now()
 		time.Sleep(time.Duration(500+rng.IntN(2000)) * time.Millisecond)
 	}
 	faultEnd := time.Now()
@@ -215,6 +244,15 @@ func chaos(t *testing.T, tag string, duration time.Duration, kinds []weighted) {
 	fails := failures
 	wmu.Unlock()
 	lost, pruned, checked := r.checkWrites(t, gotAcks)
+	wmu.Lock()
+	lost = append(lost, early...)
+	wmu.Unlock()
+	prunedVerified := 0
+	for _, a := range gotAcks {
+		if a.verified && a.version < r.oldest {
+			prunedVerified++
+		}
+	}
 
 	// ---- report ----
 	var kindsOut []string
@@ -245,20 +283,20 @@ func chaos(t *testing.T, tag string, duration time.Duration, kinds []weighted) {
   faults injected: %d (%s)
   recoveries: %d fault(s) undone; cluster whole again after each within 20 s: %d of %d (slowest %v)
   %s: %d witness writes, %d holder intervals (%d holder changes)
-  longest downtime of %s (witness gap): %v (from %s)
-  longest downtime of %s (client ARP, unanswered): %v (from %s); %d of %d ARP rounds answered, %d MAC changes, %d gratuitous ARPs
+  longest downtime of %s (witness gap): %v (from %s, %s)
+  longest downtime of %s (client ARP, unanswered): %v (from %s, %s); %d of %d ARP rounds answered, %d MAC changes, %d gratuitous ARPs
   overlaps: witness %d (total %v), ARP %d   (must be 0)
   epoch regressions: %d   (must be 0)
-  spec writes: %d attempted, %d acknowledged, %d checked in the final history, %d beyond the kept history, lost %d   (must be 0); not acknowledged: %s`,
+  spec writes: %d attempted, %d acknowledged, %d checked in the final history, %d beyond the kept history (%d of them verified at a checkpoint), lost %d   (must be 0); not acknowledged: %s`,
 		seed, faultEnd.Sub(start).Round(time.Second),
 		len(eps), strings.Join(kindsOut, ", "),
 		recoveries, len(eps)-notWhole, len(eps), slowest.Round(time.Millisecond),
 		resDB, rep.Writes, len(rep.Intervals), max(holders-1, 0),
-		resDB, gap.Round(time.Millisecond), gapAt.Format("15:04:05.000"),
-		resVIP, arp.LongestNo.Round(time.Millisecond), arp.LongestAt.Format("15:04:05.000"), arp.Answered, arp.Rounds, arp.Moves, arp.GARPs,
+		resDB, gap.Round(time.Millisecond), gapAt.Format("15:04:05.000"), episodeAt(eps, gapAt),
+		resVIP, arp.LongestNo.Round(time.Millisecond), arp.LongestAt.Format("15:04:05.000"), episodeAt(eps, arp.LongestAt), arp.Answered, arp.Rounds, arp.Moves, arp.GARPs,
 		len(rep.Overlaps), rep.Overlap, len(arp.Overlaps),
 		len(regress),
-		nAttempts, len(gotAcks), checked, pruned, len(lost), strings.Join(failOut, ", "))
+		nAttempts, len(gotAcks), checked, pruned, prunedVerified, len(lost), strings.Join(failOut, ", "))
 
 	for _, o := range rep.Overlaps {
 		t.Errorf("I1 violated (witness): %s", o)
@@ -507,6 +545,7 @@ func (r *rig) checkWrites(t *testing.T, acks []ack) (lost []string, pruned, chec
 		return lost, 0, 0
 	}
 	oldest := h[0].version
+	r.oldest = oldest
 	byVersion := map[int]string{}
 	for i, v := range h {
 		byVersion[v.version] = v.comment
@@ -515,6 +554,9 @@ func (r *rig) checkWrites(t *testing.T, acks []ack) (lost []string, pruned, chec
 		}
 	}
 	for _, a := range acks {
+		if a.bad {
+			continue
+		}
 		if a.version < oldest {
 			pruned++
 			continue
@@ -535,7 +577,7 @@ func (r *rig) checkWrites(t *testing.T, acks []ack) (lost []string, pruned, chec
 			lost = append(lost, fmt.Sprintf("write %d (version %d): %v", a.n, a.version, err))
 			continue
 		}
-		if !regexp.MustCompile(fmt.Sprintf(`rb-mark-%d([^0-9]|$)`, a.n)).MatchString(doc) {
+		if !hasMarker(doc, a.n) {
 			lost = append(lost, fmt.Sprintf("version %d does not carry the content of write %d (rb-mark-%d):\n%s", a.version, a.n, a.n, doc))
 			continue
 		}
@@ -554,4 +596,38 @@ func (r *rig) explainOverlaps(rep witness.Report, eps []episode) {
 	for _, line := range r.agentLines(resDB, 200) {
 		r.t.Log(line)
 	}
+}
+
+func hasMarker(doc string, n int) bool {
+	return regexp.MustCompile(fmt.Sprintf(`rb-mark-%d([^0-9]|$)`, n)).MatchString(doc)
+}
+
+// checkpoint verifies the content of every acknowledged write not yet
+// verified (spec get --version V carries its marker). A version that
+// cannot be read now is tried again at the next checkpoint and at the end.
+func (r *rig) checkpoint(mu *sync.Mutex, acks *[]ack, early *[]string) {
+	mu.Lock()
+	snap := slices.Clone(*acks)
+	mu.Unlock()
+	ok, failed := 0, 0
+	for i, a := range snap {
+		if a.verified {
+			continue
+		}
+		doc, err := r.specVersion(a.version)
+		if err != nil {
+			failed++
+			continue
+		}
+		mu.Lock()
+		if hasMarker(doc, a.n) {
+			(*acks)[i].verified = true
+			ok++
+		} else {
+			(*acks)[i].bad = true
+			*early = append(*early, fmt.Sprintf("checkpoint: version %d does not carry the content of write %d (rb-mark-%d):\n%s", a.version, a.n, a.n, doc))
+		}
+		mu.Unlock()
+	}
+	r.logf("checkpoint: %d acknowledged writes verified, %d not readable now (tried again later)", ok, failed)
 }
