@@ -85,6 +85,7 @@ type Lab struct {
 	st      *state
 	hosts   []*Host
 	waiters map[int]chan struct{} // children of this process, closed when reaped
+	bmcs    map[string]*BMC       // BMCs started by this handle, by host name
 }
 
 // DefaultStateRoot is the parent of default state directories.
@@ -531,9 +532,10 @@ func (l *Lab) save(st *state) error {
 
 // Down destroys the lab; see Destroy.
 func (l *Lab) Down() error {
+	berr := l.closeBMCs()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	err := Destroy(l.name, l.stateDir)
+	err := errors.Join(berr, Destroy(l.name, l.stateDir))
 	// Let the reapers of our own children finish.
 	for pid, ch := range l.waiters {
 		select {

@@ -195,7 +195,9 @@ func tailBytes(b []byte, n int) string {
 // Kill crashes h like a power loss: it cuts h's link first (so that the
 // kernel's FIN/RST for the dying sockets never leave the host), then
 // freezes h's cgroup, SIGKILLs every process in it, thaws it and waits until
-// none of them runs any more. PowerOn reverses it.
+// none of them runs any more; the host loses its sockets, neighbour entries
+// and every address but its lab address, as after a real power loss.
+// PowerOn reverses it.
 func (l *Lab) Kill(h *Host) error {
 	err := l.update(func(st *state) error {
 		hs, err := st.host(h)
@@ -223,7 +225,10 @@ func (l *Lab) Kill(h *Host) error {
 // namespace (the kernel would still retransmit their data) and a last write
 // may sit queued behind an ARP request, to be delivered after PowerOn.
 // Destroy the sockets (ss -K) and reset the interface, which drops every
-// neighbour entry with its queue; it stays without carrier until PowerOn.
+// neighbour entry with its queue, and remove every address but the host's
+// own (a vip added by a resource would otherwise answer again after
+// PowerOn, which a real power loss does not allow); the interface stays
+// without carrier until PowerOn.
 func (l *Lab) dropInFlight(h *Host) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -245,8 +250,18 @@ func (l *Lab) dropInFlight(h *Host) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	for _, state := range []string{"down", "up"} {
-		if out, err := l.Exec(ctx, h, "ip", "link", "set", h.Iface, state); err != nil {
+	// A power loss also forgets the kernel's network configuration: the
+	// addresses resources added (a vip) must not answer again after
+	// PowerOn. Keep only the host's lab address.
+	bits := l.Subnet().Bits()
+	for _, c := range [][]string{
+		{"ip", "link", "set", h.Iface, "down"},
+		{"ip", "-4", "addr", "flush", "dev", h.Iface},
+		{"ip", "-6", "addr", "flush", "dev", h.Iface, "scope", "global"},
+		{"ip", "addr", "add", fmt.Sprintf("%s/%d", h.Addr, bits), "dev", h.Iface},
+		{"ip", "link", "set", h.Iface, "up"},
+	} {
+		if out, err := l.Exec(ctx, h, c...); err != nil {
 			return fmt.Errorf("reset %s: %w: %s", h.Iface, err, out)
 		}
 	}
