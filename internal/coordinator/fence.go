@@ -212,10 +212,36 @@ func (c *Coordinator) runFence(ctx context.Context, f *spec.Fencing, node string
 		return rec, err
 	}
 	c.log.Warn("fencing node", "node", node, "action", string(action), "reason", reason)
-	res := fz.Fence(ctx, node, action)
+	// A reboot is recorded once its off half is confirmed (the node is
+	// fenced then: recovery need not wait for it to power on again); the
+	// on half follows and gets its own record.
+	first := action
+	if action == fencing.Reboot {
+		first = fencing.Off
+	}
+	res := fz.Fence(ctx, node, first)
 	rec := state.FenceRecord{Time: res.Finished, Node: node, Action: string(action), OK: res.OK, Reason: reason, Level: res.Level,
 		Devices: res.Devices, Attempts: len(res.Attempts), DurationMS: res.Finished.Sub(res.Started).Milliseconds(),
 		Operator: operator, Error: res.Error, Warning: res.Warning}
+	if action == fencing.Reboot && res.OK {
+		if err := c.recordFence(ctx, rec); err != nil {
+			return rec, err
+		}
+		c.poke()
+		on := fz.Fence(ctx, node, fencing.On)
+		onRec := state.FenceRecord{Time: on.Finished, Node: node, Action: string(fencing.On), OK: on.OK, Reason: "reboot: powering " + node + " on again",
+			Level: on.Level, Devices: on.Devices, Attempts: len(on.Attempts), DurationMS: on.Finished.Sub(on.Started).Milliseconds(),
+			Operator: operator, Error: on.Error}
+		c.recordFence(ctx, onRec)
+		if !on.OK {
+			rec.Warning = node + " is off but did not power on again: " + on.Error
+		}
+		c.fence.mu.Lock()
+		delete(c.fence.failures, node)
+		delete(c.fence.retryAt, node)
+		c.fence.mu.Unlock()
+		return rec, nil
+	}
 	if ctx.Err() != nil && !res.OK {
 		return rec, fmt.Errorf("fence %s: leadership lost during the operation; the new leader fences again if needed: %w", node, errs.ErrUnavailable)
 	}
