@@ -407,7 +407,14 @@ func (a *Agent) TokenRole(tok string) string {
 		return httpapi.RoleOperator
 	}
 	var role string
-	a.fsm.Read(func(s *state.State) { role = s.TokenHashes[HashToken(tok)] })
+	a.fsm.Read(func(s *state.State) {
+		role = s.TokenHashes[HashToken(tok)]
+		if role == "" && len(s.TokenHashes) == 0 {
+			// Just started: the log that holds the token hashes is not
+			// replayed yet. Not "unknown token": ask to retry.
+			role = httpapi.RoleNotReady
+		}
+	})
 	return role
 }
 

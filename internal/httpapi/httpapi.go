@@ -29,6 +29,10 @@ import (
 const (
 	RoleOperator = "operator"
 	RoleReadOnly = "readonly"
+	// RoleNotReady is what TokenRole returns while the node cannot tell
+	// yet (it has not replayed the token hashes): a 503, so clients
+	// retry, possibly at another node.
+	RoleNotReady = "not-ready"
 )
 
 // Backend is what the API serves; the agent implements it.
@@ -286,6 +290,8 @@ func (s *Server) authorize(r *http.Request, role string) error {
 		got = RoleOperator // agents forward with the join token
 	}
 	switch {
+	case got == RoleNotReady:
+		return fmt.Errorf("%w: this agent has just started and has not replayed the cluster state yet; retry in a moment (or ask another node)", errs.ErrUnavailable)
 	case got == "":
 		return fmt.Errorf("%w: unknown token", errs.ErrUnauthorized)
 	case role == RoleOperator && got != RoleOperator:

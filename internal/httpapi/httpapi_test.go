@@ -102,6 +102,8 @@ func (f *fakeBackend) TokenRole(token string) string {
 		return RoleOperator
 	case roToken:
 		return RoleReadOnly
+	case "not-replayed-yet":
+		return RoleNotReady
 	}
 	return ""
 }
@@ -159,6 +161,7 @@ func TestAuth(t *testing.T) {
 		{"not bearer", "GET", "/v1/status", "", []string{"Authorization", "Basic " + opToken}, 401},
 		{"empty bearer", "GET", "/v1/status", "", []string{"Authorization", "Bearer "}, 401},
 		{"unknown token", "GET", "/v1/status", "nope", nil, 401},
+		{"token hashes not replayed yet", "GET", "/v1/status", "not-replayed-yet", nil, 503},
 		{"read-only reads", "GET", "/v1/status", roToken, nil, 200},
 		{"read-only diff", "POST", "/v1/spec/diff", roToken, nil, 200},
 		{"read-only write", "POST", "/v1/spec", roToken, nil, 403},
