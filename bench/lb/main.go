@@ -38,6 +38,7 @@ var (
 	backends = flag.Int("backends", 2, "number of backend HTTP servers")
 	childCfg = flag.String("child-lb", "", "internal: run the load balancer with this JSON config")
 	haproxy  = flag.String("haproxy", "haproxy", "haproxy binary")
+	tcpGor   = flag.Bool("tcp-goroutine", true, "also run tcp mode on the goroutine path (PACELINE_LB_TCP=goroutine) in a second child, as an A/B against the event loop")
 )
 
 func main() {
@@ -118,11 +119,32 @@ func waitListen(addr string, d time.Duration) error {
 }
 
 type result struct {
-	name     string
-	rps      float64
-	p99      time.Duration
-	errs     string
-	requests int
+	name      string
+	rps       float64
+	p99       time.Duration
+	errs      string
+	requests  int
+	cpuPerReq time.Duration // CPU time of the proxy process per request; 0: not measured
+}
+
+// procCPU is the CPU time used so far by every thread of process pid (the
+// scheduler's nanosecond figure from /proc/PID/task/*/schedstat), 0 when
+// unreadable.
+func procCPU(pid int) time.Duration {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var sum int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) > 0 {
+			n, _ := strconv.ParseInt(f[0], 10, 64)
+			sum += n
+		}
+	}
+	return time.Duration(sum)
 }
 
 var (
@@ -132,8 +154,14 @@ var (
 	reReqs = regexp.MustCompile(`(\d+) requests in`)
 )
 
-func wrk(name, url string) (result, error) {
+// wrk runs wrk against url; pid (when not 0) is the proxy whose CPU time
+// per request is measured.
+func wrk(name, url string, pid int) (result, error) {
 	r := result{name: name}
+	var cpu0 time.Duration
+	if pid != 0 {
+		cpu0 = procCPU(pid)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *duration+30*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "wrk", "-t", strconv.Itoa(*threads), "-c", strconv.Itoa(*conns),
@@ -152,6 +180,11 @@ func wrk(name, url string) (result, error) {
 	if m := reReqs.FindSubmatch(out); m != nil {
 		r.requests, _ = strconv.Atoi(string(m[1]))
 	}
+	if pid != 0 && r.requests > 0 {
+		if cpu := procCPU(pid) - cpu0; cpu > 0 {
+			r.cpuPerReq = cpu / time.Duration(r.requests)
+		}
+	}
 	var errs []string
 	for _, m := range reErrs.FindAll(out, -1) {
 		errs = append(errs, string(m))
@@ -160,6 +193,9 @@ func wrk(name, url string) (result, error) {
 	return r, nil
 }
 
+// pids of the proxies by startChild name.
+var pids = map[string]int{}
+
 // median keeps the run with the median requests/s.
 func median(rs []result) result {
 	sort.Slice(rs, func(i, j int) bool { return rs[i].rps < rs[j].rps })
@@ -167,6 +203,11 @@ func median(rs []result) result {
 }
 
 func startChild(name string, cmd *exec.Cmd, addrs ...string) (func(), error) {
+	defer func() {
+		if cmd.Process != nil {
+			pids[name] = cmd.Process.Pid
+		}
+	}()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -290,19 +331,41 @@ backend bk_http
 		targets = append(targets, [2]string{"haproxy tcp", "http://" + haTCP + "/"})
 	}
 	targets = append(targets, [2]string{"paceline tcp", "http://" + plTCP + "/"})
+	if *tcpGor {
+		// The same load balancer with the tcp event loop switched off.
+		gorTCP := freeAddr()
+		gcfg := lb.Config{
+			Frontends: []lb.Frontend{{Name: "tcp", Bind: gorTCP, Mode: "tcp", Backend: "be"}},
+			Backends:  cfg.Backends,
+		}
+		gfile := filepath.Join(dir, "lb-goroutine.json")
+		b, _ := json.Marshal(gcfg)
+		os.WriteFile(gfile, b, 0o644)
+		cmd := exec.Command(self, "-child-lb", gfile)
+		cmd.Env = append(os.Environ(), "GOMAXPROCS=1", "PACELINE_LB_TCP=goroutine", "BENCH_LB_CPUPROFILE=")
+		stop, err := startChild("paceline lb (goroutine tcp)", cmd, gorTCP)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		targets = append(targets, [2]string{"paceline tcp-g", "http://" + gorTCP + "/"})
+	}
 	if haVersion != "not run" {
 		targets = append(targets, [2]string{"haproxy http", "http://" + haHTTP + "/"})
 	}
 	targets = append(targets, [2]string{"paceline http", "http://" + plHTTP + "/"})
 
+	// The proxy process behind each target, for its CPU time per request.
+	proc := map[string]string{"haproxy tcp": "haproxy", "haproxy http": "haproxy",
+		"paceline tcp": "paceline lb", "paceline http": "paceline lb", "paceline tcp-g": "paceline lb (goroutine tcp)"}
 	runs := map[string][]result{}
 	for round := range *rounds {
 		for _, t := range targets {
-			r, err := wrk(t[0], t[1])
+			r, err := wrk(t[0], t[1], pids[proc[t[0]]])
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(os.Stderr, "round %d %-14s %8.0f req/s p99 %s\n", round+1, t[0], r.rps, r.p99)
+			fmt.Fprintf(os.Stderr, "round %d %-14s %8.0f req/s p99 %-9s proxy CPU/request %s\n", round+1, t[0], r.rps, r.p99, r.cpuPerReq)
 			runs[t[0]] = append(runs[t[0]], r)
 		}
 	}
@@ -315,39 +378,63 @@ backend bk_http
 	fmt.Printf("bench/lb: wrk -t%d -c%d -d%s --latency, %d-byte responses, %d Go backend(s), %d round(s) (median kept), %d CPUs\n",
 		*threads, *conns, *duration, *body, *backends, *rounds, runtime.NumCPU())
 	fmt.Printf("haproxy: %s (nbthread 1); paceline lb: GOMAXPROCS=1\n\n", haVersion)
-	fmt.Printf("%-14s %12s %10s  %s\n", "target", "requests/s", "p99", "errors")
+	fmt.Printf("%-14s %12s %10s %12s  %s\n", "target", "requests/s", "p99", "CPU/request", "errors")
 	by := map[string]result{}
 	for _, r := range results {
 		by[r.name] = r
-		fmt.Printf("%-14s %12.0f %10s  %s\n", r.name, r.rps, r.p99.Round(time.Microsecond), r.errs)
+		cpu := "-"
+		if r.cpuPerReq > 0 {
+			cpu = r.cpuPerReq.Round(10 * time.Nanosecond).String()
+		}
+		fmt.Printf("%-14s %12.0f %10s %12s  %s\n", r.name, r.rps, r.p99.Round(time.Microsecond), cpu, r.errs)
 	}
 	fmt.Println()
+	// Rounds pair runs made seconds apart, so the per-round ratio cancels
+	// most of the drift of a shared host; report its median.
+	ratios := func(a, b []result, f func(result) float64) (float64, string) {
+		var rs []float64
+		var each []string
+		for i := range min(len(a), len(b)) {
+			if f(b[i]) == 0 {
+				continue
+			}
+			rs = append(rs, f(a[i])/f(b[i]))
+			each = append(each, fmt.Sprintf("%.2f", f(a[i])/f(b[i])))
+		}
+		if len(rs) == 0 {
+			return 0, ""
+		}
+		sort.Float64s(rs)
+		return rs[len(rs)/2], strings.Join(each, " ")
+	}
+	rps := func(r result) float64 { return r.rps }
+	cpu := func(r result) float64 { return float64(r.cpuPerReq) }
 	for _, m := range []struct {
-		mode   string
-		target float64
-	}{{"tcp", 1.0}, {"http", 0.8}} {
-		hs, ps := runs["haproxy "+m.mode], runs["paceline "+m.mode]
-		if len(hs) == 0 {
-			fmt.Printf("%s: no HAProxy figure\n", m.mode)
+		name, a, b string
+		target     float64
+	}{
+		{"tcp   paceline/haproxy", "paceline tcp", "haproxy tcp", 1.0},
+		{"tcp-g paceline/haproxy", "paceline tcp-g", "haproxy tcp", 1.0},
+		{"http  paceline/haproxy", "paceline http", "haproxy http", 0.8},
+		{"tcp   event loop/goroutine path", "paceline tcp", "paceline tcp-g", 0},
+	} {
+		as, bs := runs[m.a], runs[m.b]
+		if len(as) == 0 || len(bs) == 0 {
 			continue
 		}
-		// Rounds pair runs made seconds apart, so the per-round ratio
-		// cancels most of the drift of a shared host; report its median.
-		var ratios []float64
-		var each []string
-		for i := range hs {
-			ratios = append(ratios, ps[i].rps/hs[i].rps)
-			each = append(each, fmt.Sprintf("%.2f", ps[i].rps/hs[i].rps))
+		ratio, each := ratios(as, bs, rps)
+		verdict := ""
+		if m.target > 0 {
+			verdict = fmt.Sprintf("; target ≥ %.1f: meets", m.target)
+			if ratio < m.target {
+				verdict = fmt.Sprintf("; target ≥ %.1f: MISSES", m.target)
+			}
 		}
-		sort.Float64s(ratios)
-		ratio := ratios[len(ratios)/2]
-		verdict := "meets"
-		if ratio < m.target {
-			verdict = "MISSES"
+		fmt.Printf("%s requests/s: median of per-round ratios %.2f (rounds: %s%s); p99 %s vs %s\n",
+			m.name, ratio, each, verdict, by[m.a].p99.Round(time.Microsecond), by[m.b].p99.Round(time.Microsecond))
+		if c, each := ratios(as, bs, cpu); c > 0 {
+			fmt.Printf("%s CPU/request: median of per-round ratios %.2f (rounds: %s)\n", strings.Repeat(" ", len(m.name)), c, each)
 		}
-		h, p := by["haproxy "+m.mode], by["paceline "+m.mode]
-		fmt.Printf("%-4s paceline/haproxy requests/s: median of per-round ratios %.2f (rounds: %s; target ≥ %.1f: %s); p99 %s vs %s\n",
-			m.mode, ratio, strings.Join(each, " "), m.target, verdict, p.p99.Round(time.Microsecond), h.p99.Round(time.Microsecond))
 	}
 	return nil
 }

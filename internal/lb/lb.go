@@ -38,7 +38,8 @@ type LB struct {
 	backends  map[string]*backend
 	feErr     map[string]error
 	closed    bool
-	noRawHTTP bool // tests: force the net/http path
+	noRawHTTP bool    // tests: force the net/http path
+	tcpLoops  loopSet // tcp mode event loops (tcploop_linux.go)
 
 	connMu sync.Mutex
 	conns  map[net.Conn]struct{}

@@ -91,14 +91,22 @@ func (l *LB) connectServer(b *backend, ip string, pref *server, client, local ne
 }
 
 func (l *LB) proxyTCP(f *frontend, c *net.TCPConn) {
-	defer c.Close()
 	b := f.backend.Load()
 	cfg := b.config()
 	s, sc, err := l.connectServer(b, clientIP(c.RemoteAddr()), nil, c.RemoteAddr(), c.LocalAddr())
 	if err != nil {
+		c.Close()
 		l.log.Debug("tcp: no server", "frontend", f.cfg.Name, "client", c.RemoteAddr().String(), "err", err)
 		return
 	}
+	clientTO := time.Duration(f.idle.Load())
+	// The event loop takes the session over (and releases s when it ends);
+	// when it cannot (not Linux, disabled, closing), the goroutines below
+	// carry it.
+	if l.tcpLoops.handoff(l, b, s, c, sc.(*net.TCPConn), clientTO, cfg.ServerTimeout) {
+		return
+	}
+	defer c.Close()
 	defer b.release(s)
 	defer sc.Close()
 	if !l.trackConn(sc, true) {
@@ -107,7 +115,7 @@ func (l *LB) proxyTCP(f *frontend, c *net.TCPConn) {
 	defer l.trackConn(sc, false)
 	s.track(c, true)
 	defer s.track(c, false)
-	pipe(c, sc.(*net.TCPConn), time.Duration(f.idle.Load()), cfg.ServerTimeout)
+	pipe(c, sc.(*net.TCPConn), clientTO, cfg.ServerTimeout)
 }
 
 // spliceChunk is how much one io.CopyN moves before the idle deadline is
