@@ -43,10 +43,8 @@ import (
 )
 
 const (
-	loopBufSize = 64 << 10 // read buffer, one per loop
-	// spliceAfter full reads in a row switch a direction to splice(2).
-	spliceAfter  = 2
-	pipeSize     = 1 << 20 // like Go's own splice
+	loopBufSize  = 64 << 10 // read buffer, one per loop
+	pipeSize     = 1 << 20  // like Go's own splice
 	maxIdlePipes = 16
 	maxLoops     = 8
 	loopEvents   = 256
@@ -57,12 +55,19 @@ const (
 // benchmarks and as an escape hatch.
 var tcpPathEnv = sync.OnceValue(func() string { return os.Getenv("PACELINE_LB_TCP") })
 
+// Tests: tcpPathOverride ("loop" or "goroutine") wins over PACELINE_LB_TCP
+// for loops started afterwards; spliceAfter full reads in a row switch a
+// direction to splice(2).
+var (
+	tcpPathOverride string
+	spliceAfter     = 2
+)
+
 // loopSet holds the event loops of one LB, started on the first tcp
 // session: one per GOMAXPROCS (at most maxLoops), sessions spread round
 // robin.
 type loopSet struct {
 	mu    sync.Mutex
-	mode  string // tests: "goroutine" or "loop" override PACELINE_LB_TCP
 	loops []*evloop
 	err   error
 	next  atomic.Uint32
@@ -71,7 +76,7 @@ type loopSet struct {
 func (ls *loopSet) get(l *LB) *evloop {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	mode := ls.mode
+	mode := tcpPathOverride
 	if mode == "" {
 		mode = tcpPathEnv()
 	}
@@ -228,17 +233,18 @@ type evloop struct {
 	done   bool // the loop has exited: add fails
 
 	// loop goroutine only
-	sess      []*session
-	free      []int32
-	freeLater []int32
-	buf       []byte
-	events    []unix.EpollEvent
-	pipes     []*spipe
-	base      time.Time
-	now       int64 // loop clock: nanoseconds since base
-	nextScan  int64 // no session times out before this
-	deadline  int64 // read deadline set on file (MaxInt64: none)
-	quit      bool
+	sess        []*session
+	free        []int32
+	freeLater   []int32
+	buf         []byte
+	events      []unix.EpollEvent
+	pipes       []*spipe
+	base        time.Time
+	now         int64 // loop clock: nanoseconds since base
+	nextScan    int64 // no session times out before this
+	deadline    int64 // read deadline set on file (MaxInt64: none)
+	quit        bool
+	spliceAfter int
 }
 
 func newEvloop(l *LB) (*evloop, error) {
@@ -271,7 +277,7 @@ func newEvloop(l *LB) (*evloop, error) {
 	}
 	lp := &evloop{l: l, epfd: epfd, efd: efd, file: file, rc: rc, buf: make([]byte, loopBufSize),
 		events: make([]unix.EpollEvent, loopEvents), base: time.Now(),
-		nextScan: math.MaxInt64, deadline: math.MaxInt64}
+		nextScan: math.MaxInt64, deadline: math.MaxInt64, spliceAfter: spliceAfter}
 	l.wg.Add(1)
 	go lp.run()
 	return lp, nil
@@ -480,7 +486,7 @@ func (lp *evloop) pump(ss *session, k int) bool {
 		}
 		if n < len(lp.buf) {
 			d.full = 0
-		} else if d.full++; d.full >= spliceAfter && w == n {
+		} else if d.full++; d.full >= lp.spliceAfter && w == n {
 			if p, err := lp.getPipe(); err == nil {
 				d.pipe = p
 				d.pend = nil

@@ -9,7 +9,7 @@ import (
 
 // loopSet: the tcp event loop exists on Linux only (tcploop_linux.go);
 // elsewhere every session takes the goroutine path.
-type loopSet struct{ mode string }
+type loopSet struct{}
 
 func (*loopSet) handoff(*LB, *backend, *server, *net.TCPConn, *net.TCPConn, time.Duration, time.Duration) bool {
 	return false
