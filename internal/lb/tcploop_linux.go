@@ -38,6 +38,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -48,6 +49,7 @@ const (
 	maxIdlePipes = 16
 	maxLoops     = 8
 	loopEvents   = 256
+	maxPumps     = 16 // reads of one direction per event
 )
 
 // tcpPathEnv is PACELINE_LB_TCP: "goroutine" keeps every tcp session on the
@@ -245,6 +247,8 @@ type evloop struct {
 	deadline    int64 // read deadline set on file (MaxInt64: none)
 	quit        bool
 	spliceAfter int
+	pollFn      func(uintptr) bool // lp.poll, allocated once
+	polled      int                // events returned by pollFn
 }
 
 func newEvloop(l *LB) (*evloop, error) {
@@ -278,6 +282,7 @@ func newEvloop(l *LB) (*evloop, error) {
 	lp := &evloop{l: l, epfd: epfd, efd: efd, file: file, rc: rc, buf: make([]byte, loopBufSize),
 		events: make([]unix.EpollEvent, loopEvents), base: time.Now(),
 		nextScan: math.MaxInt64, deadline: math.MaxInt64, spliceAfter: spliceAfter}
+	lp.pollFn = lp.poll
 	l.wg.Add(1)
 	go lp.run()
 	return lp, nil
@@ -362,19 +367,22 @@ func (lp *evloop) wait() int {
 		}
 		lp.file.SetReadDeadline(t)
 	}
-	n := 0
-	err := lp.rc.Read(func(uintptr) bool {
-		var err error
-		n, err = unix.EpollWait(lp.epfd, lp.events, 0)
-		return n > 0 || (err != nil && err != unix.EINTR)
-	})
+	lp.polled = 0
+	err := lp.rc.Read(lp.pollFn)
 	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 		// The epoll fd was closed under us: nothing else can work.
 		lp.l.log.Error("tcp event loop: wait failed, closing its sessions", "err", err)
 		lp.quit = true
 		return 0
 	}
-	return max(n, 0)
+	return lp.polled
+}
+
+// poll is the callback of RawConn.Read: true when events are ready.
+func (lp *evloop) poll(uintptr) bool {
+	n, err := rawEpollPoll(lp.epfd, lp.events)
+	lp.polled = n
+	return n > 0 || (err != nil && err != unix.EINTR)
 }
 
 func (lp *evloop) drainWake() {
@@ -447,19 +455,64 @@ func (lp *evloop) onEvent(ss *session, k int, ev uint32) {
 
 func again(err error) bool { return err == unix.EAGAIN || err == unix.EINTR }
 
-// pump reads direction k's source once and writes to the peer. False: the
-// session ended.
+// pump moves what direction k's source has to the peer: reads once, and
+// again while reads come back full, at most maxPumps times (fairness). False:
+// the session ended.
 func (lp *evloop) pump(ss *session, k int) bool {
 	d := &ss.dir[k]
 	src, dst := ss.fd[k], ss.fd[1-k]
-	if d.pipe != nil {
-		n, err := unix.Splice(src, nil, d.pipe.w, nil, pipeSize, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+	for range maxPumps {
+		if d.pipe != nil {
+			n, err := rawSplice(src, d.pipe.w, pipeSize)
+			switch {
+			case n > 0:
+				d.inPipe = n
+				ss.last = lp.now
+				if !lp.flush(ss, k) {
+					return false
+				}
+				if d.paused() || n < loopBufSize {
+					return true
+				}
+				continue
+			case err == nil:
+				return lp.eof(ss, k)
+			case again(err):
+				return true
+			}
+			lp.end(ss)
+			return false
+		}
+		n, err := rawRead(src, lp.buf)
 		switch {
 		case n > 0:
-			d.inPipe = int(n)
 			ss.last = lp.now
-			return lp.flush(ss, k)
-		case err == nil:
+			w, err := rawWrite(dst, lp.buf[:n])
+			if err != nil {
+				if !again(err) {
+					lp.end(ss)
+					return false
+				}
+				w = 0
+			}
+			if w < n {
+				d.pend = append(d.pend[:0], lp.buf[w:n]...)
+				d.off = 0
+				lp.setInterest(ss)
+				return true
+			}
+			if n < len(lp.buf) {
+				d.full = 0
+				return true
+			}
+			if d.full++; d.full >= lp.spliceAfter {
+				if p, err := lp.getPipe(); err == nil {
+					d.pipe = p
+					d.pend = nil
+				}
+			}
+			continue
+		case n == 0 && err == nil:
 			return lp.eof(ss, k)
 		case again(err):
 			return true
@@ -467,39 +520,44 @@ func (lp *evloop) pump(ss *session, k int) bool {
 		lp.end(ss)
 		return false
 	}
-	n, err := unix.Read(src, lp.buf)
-	switch {
-	case n > 0:
-		ss.last = lp.now
-		w, err := unix.Write(dst, lp.buf[:n])
-		if err != nil {
-			if !again(err) {
-				lp.end(ss)
-				return false
-			}
-			w = 0
-		}
-		if w < n {
-			d.pend = append(d.pend[:0], lp.buf[w:n]...)
-			d.off = 0
-			lp.setInterest(ss)
-		}
-		if n < len(lp.buf) {
-			d.full = 0
-		} else if d.full++; d.full >= lp.spliceAfter && w == n {
-			if p, err := lp.getPipe(); err == nil {
-				d.pipe = p
-				d.pend = nil
-			}
-		}
-		return true
-	case n == 0 && err == nil:
-		return lp.eof(ss, k)
-	case again(err):
-		return true
+	return true
+}
+
+// The loop's sockets and pipes are non-blocking: their system calls skip
+// the runtime's blocking-syscall bookkeeping (RawSyscall).
+
+func rawRead(fd int, p []byte) (int, error) {
+	r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
 	}
-	lp.end(ss)
-	return false
+	return int(r), nil
+}
+
+func rawWrite(fd int, p []byte) (int, error) {
+	r, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+func rawSplice(in, out, n int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+// rawEpollPoll returns the ready events without waiting (epoll_pwait with
+// a zero timeout: arm64 has no epoll_wait).
+func rawEpollPoll(epfd int, evs []unix.EpollEvent) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&evs[0])), uintptr(len(evs)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
 }
 
 // eof: direction k's source sent EOF.
@@ -515,15 +573,15 @@ func (lp *evloop) flush(ss *session, k int) bool {
 	dst := ss.fd[1-k]
 	var err error
 	if d.inPipe > 0 {
-		var n int64
-		n, err = unix.Splice(d.pipe.r, nil, dst, nil, d.inPipe, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+		var n int
+		n, err = rawSplice(d.pipe.r, dst, d.inPipe)
 		if n > 0 {
-			d.inPipe -= int(n)
+			d.inPipe -= n
 			ss.last = lp.now
 		}
 	} else if d.off < len(d.pend) {
 		var n int
-		n, err = unix.Write(dst, d.pend[d.off:])
+		n, err = rawWrite(dst, d.pend[d.off:])
 		if n > 0 {
 			d.off += n
 			ss.last = lp.now
