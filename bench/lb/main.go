@@ -38,7 +38,8 @@ var (
 	backends = flag.Int("backends", 2, "number of backend HTTP servers")
 	childCfg = flag.String("child-lb", "", "internal: run the load balancer with this JSON config")
 	haproxy  = flag.String("haproxy", "haproxy", "haproxy binary")
-	tcpGor   = flag.Bool("tcp-goroutine", true, "also run tcp mode on the goroutine path (PACELINE_LB_TCP=goroutine) in a second child, as an A/B against the event loop")
+	tcpGor   = flag.Bool("tcp-goroutine", true, "also run tcp mode in a second child with -alt-env (by default the goroutine path), as an A/B against the event loop")
+	altEnv   = flag.String("alt-env", "PACELINE_LB_TCP=goroutine", "environment of the second tcp child (paceline tcp-g)")
 )
 
 func main() {
@@ -125,6 +126,7 @@ type result struct {
 	errs      string
 	requests  int
 	cpuPerReq time.Duration // CPU time of the proxy process per request; 0: not measured
+	restCPU   time.Duration // CPU time of wrk and the backends per request
 }
 
 // procCPU is the CPU time used so far by every thread of process pid (the
@@ -162,10 +164,20 @@ func wrk(name, url string, pid int) (result, error) {
 	if pid != 0 {
 		cpu0 = procCPU(pid)
 	}
+	self0 := procCPU(os.Getpid()) // the backends
 	ctx, cancel := context.WithTimeout(context.Background(), *duration+30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "wrk", "-t", strconv.Itoa(*threads), "-c", strconv.Itoa(*conns),
-		"-d", fmt.Sprintf("%ds", int(duration.Seconds())), "--latency", url).CombinedOutput()
+	cmd := exec.CommandContext(ctx, "wrk", "-t", strconv.Itoa(*threads), "-c", strconv.Itoa(*conns),
+		"-d", fmt.Sprintf("%ds", int(duration.Seconds())), "--latency", url)
+	out, err := cmd.CombinedOutput()
+	if err == nil && r.requests == 0 {
+		self := procCPU(os.Getpid()) - self0
+		if m := reReqs.FindSubmatch(out); m != nil {
+			if n, _ := strconv.Atoi(string(m[1])); n > 0 {
+				r.restCPU = (self + cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()) / time.Duration(n)
+			}
+		}
+	}
 	if err != nil {
 		return r, fmt.Errorf("wrk %s: %v\n%s", name, err, out)
 	}
@@ -342,7 +354,7 @@ backend bk_http
 		b, _ := json.Marshal(gcfg)
 		os.WriteFile(gfile, b, 0o644)
 		cmd := exec.Command(self, "-child-lb", gfile)
-		cmd.Env = append(os.Environ(), "GOMAXPROCS=1", "PACELINE_LB_TCP=goroutine", "BENCH_LB_CPUPROFILE=")
+		cmd.Env = append(os.Environ(), "GOMAXPROCS=1", *altEnv, "BENCH_LB_CPUPROFILE=")
 		stop, err := startChild("paceline lb (goroutine tcp)", cmd, gorTCP)
 		if err != nil {
 			return err
@@ -365,7 +377,7 @@ backend bk_http
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(os.Stderr, "round %d %-14s %8.0f req/s p99 %-9s proxy CPU/request %s\n", round+1, t[0], r.rps, r.p99, r.cpuPerReq)
+			fmt.Fprintf(os.Stderr, "round %d %-14s %8.0f req/s p99 %-9s proxy CPU/request %-9s wrk+backends CPU/request %s\n", round+1, t[0], r.rps, r.p99, r.cpuPerReq, r.restCPU)
 			runs[t[0]] = append(runs[t[0]], r)
 		}
 	}
@@ -378,7 +390,7 @@ backend bk_http
 	fmt.Printf("bench/lb: wrk -t%d -c%d -d%s --latency, %d-byte responses, %d Go backend(s), %d round(s) (median kept), %d CPUs\n",
 		*threads, *conns, *duration, *body, *backends, *rounds, runtime.NumCPU())
 	fmt.Printf("haproxy: %s (nbthread 1); paceline lb: GOMAXPROCS=1\n\n", haVersion)
-	fmt.Printf("%-14s %12s %10s %12s  %s\n", "target", "requests/s", "p99", "CPU/request", "errors")
+	fmt.Printf("%-14s %12s %10s %12s %12s  %s\n", "target", "requests/s", "p99", "CPU/request", "rest CPU/req", "errors")
 	by := map[string]result{}
 	for _, r := range results {
 		by[r.name] = r
@@ -386,7 +398,7 @@ backend bk_http
 		if r.cpuPerReq > 0 {
 			cpu = r.cpuPerReq.Round(10 * time.Nanosecond).String()
 		}
-		fmt.Printf("%-14s %12.0f %10s %12s  %s\n", r.name, r.rps, r.p99.Round(time.Microsecond), cpu, r.errs)
+		fmt.Printf("%-14s %12.0f %10s %12s %12s  %s\n", r.name, r.rps, r.p99.Round(time.Microsecond), cpu, r.restCPU.Round(10*time.Nanosecond), r.errs)
 	}
 	fmt.Println()
 	// Rounds pair runs made seconds apart, so the per-round ratio cancels
@@ -416,7 +428,7 @@ backend bk_http
 		{"tcp   paceline/haproxy", "paceline tcp", "haproxy tcp", 1.0},
 		{"tcp-g paceline/haproxy", "paceline tcp-g", "haproxy tcp", 1.0},
 		{"http  paceline/haproxy", "paceline http", "haproxy http", 0.8},
-		{"tcp   event loop/goroutine path", "paceline tcp", "paceline tcp-g", 0},
+		{"tcp   event loop/tcp-g (" + *altEnv + ")", "paceline tcp", "paceline tcp-g", 0},
 	} {
 		as, bs := runs[m.a], runs[m.b]
 		if len(as) == 0 || len(bs) == 0 {

@@ -50,6 +50,7 @@ const (
 	maxLoops     = 8
 	loopEvents   = 256
 	maxPumps     = 16 // reads of one direction per event
+	arenaSize    = 256 << 10
 )
 
 // tcpPathEnv is PACELINE_LB_TCP: "goroutine" keeps every tcp session on the
@@ -65,6 +66,13 @@ var (
 	spliceAfter     = 2
 )
 
+func tcpPath() string {
+	if tcpPathOverride != "" {
+		return tcpPathOverride
+	}
+	return tcpPathEnv()
+}
+
 // loopSet holds the event loops of one LB, started on the first tcp
 // session: one per GOMAXPROCS (at most maxLoops), sessions spread round
 // robin.
@@ -78,11 +86,7 @@ type loopSet struct {
 func (ls *loopSet) get(l *LB) *evloop {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	mode := tcpPathOverride
-	if mode == "" {
-		mode = tcpPathEnv()
-	}
-	if mode == "goroutine" || ls.err != nil {
+	if tcpPath() == "goroutine" || ls.err != nil {
 		return nil
 	}
 	if ls.loops == nil {
@@ -177,13 +181,14 @@ type session struct {
 }
 
 type direction struct {
-	pend   []byte // read but not yet written to the peer
-	off    int    // pend[off:] is left
-	pipe   *spipe // splice mode
-	inPipe int    // bytes in pipe not yet written to the peer
-	full   int    // full reads in a row
-	eof    bool   // the source sent EOF
-	shut   bool   // EOF forwarded: shutdown(SHUT_WR) on the peer
+	pend     []byte // read but not yet written to the peer
+	off      int    // pend[off:] is left
+	pipe     *spipe // splice mode
+	inPipe   int    // bytes in pipe not yet written to the peer
+	full     int    // full reads in a row
+	eof      bool   // the source sent EOF
+	deferred bool   // read bytes wait in the loop's outq
+	shut     bool   // EOF forwarded: shutdown(SHUT_WR) on the peer
 }
 
 func (d *direction) paused() bool { return d.inPipe > 0 || d.off < len(d.pend) }
@@ -201,6 +206,13 @@ func (ss *session) limit() int64 {
 }
 
 type spipe struct{ r, w int }
+
+// outRef is a deferred write: arena[off:off+n] read by direction k of ss.
+type outRef struct {
+	ss     *session
+	k      int
+	off, n int
+}
 
 // loopConn stands for a loop session in LB.conns and server.conns, so that
 // Close and shutdown_on_down end it; Close asks the loop to end the session.
@@ -247,6 +259,9 @@ type evloop struct {
 	deadline    int64 // read deadline set on file (MaxInt64: none)
 	quit        bool
 	spliceAfter int
+	batch       bool               // defer small writes to the end of the batch
+	arena       []byte             // bytes read in this batch, not yet written
+	outq        []outRef           // deferred writes, in read order
 	pollFn      func(uintptr) bool // lp.poll, allocated once
 	polled      int                // events returned by pollFn
 }
@@ -283,6 +298,10 @@ func newEvloop(l *LB) (*evloop, error) {
 		events: make([]unix.EpollEvent, loopEvents), base: time.Now(),
 		nextScan: math.MaxInt64, deadline: math.MaxInt64, spliceAfter: spliceAfter}
 	lp.pollFn = lp.poll
+	if tcpPath() != "loop-immediate" {
+		lp.batch = true
+		lp.arena = make([]byte, arenaSize)
+	}
 	l.wg.Add(1)
 	go lp.run()
 	return lp, nil
@@ -345,6 +364,7 @@ func (lp *evloop) run() {
 				lp.onEvent(ss, int(ev.Pad), ev.Events)
 			}
 		}
+		lp.flushBatch()
 		// Slots of sessions ended in this batch are reused only now, so a
 		// later event of the batch cannot reach a new session.
 		lp.free = append(lp.free, lp.freeLater...)
@@ -436,7 +456,7 @@ func (lp *evloop) onEvent(ss *session, k int, ev uint32) {
 	acted := false
 	if ss.interest[k]&unix.EPOLLIN != 0 && ev&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		acted = true
-		if !lp.pump(ss, k) {
+		if !ss.dir[k].deferred && !lp.pump(ss, k) {
 			return
 		}
 	}
@@ -483,11 +503,29 @@ func (lp *evloop) pump(ss *session, k int) bool {
 			lp.end(ss)
 			return false
 		}
-		n, err := rawRead(src, lp.buf)
+		buf, used, inArena := lp.buf, 0, false
+		if lp.batch {
+			if q := len(lp.outq); q > 0 {
+				used = lp.outq[q-1].off + lp.outq[q-1].n
+			}
+			if inArena = len(lp.arena)-used >= loopBufSize; inArena {
+				buf = lp.arena[used : used+loopBufSize]
+			}
+		}
+		n, err := rawRead(src, buf)
+		if inArena && n > 0 && n < len(buf) {
+			// A small read: written with the others at the end of the
+			// batch, so the receivers are woken once for many.
+			ss.last = lp.now
+			d.full = 0
+			d.deferred = true
+			lp.outq = append(lp.outq, outRef{ss: ss, k: k, off: used, n: n})
+			return true
+		}
 		switch {
 		case n > 0:
 			ss.last = lp.now
-			w, err := rawWrite(dst, lp.buf[:n])
+			w, err := rawWrite(dst, buf[:n])
 			if err != nil {
 				if !again(err) {
 					lp.end(ss)
@@ -496,12 +534,12 @@ func (lp *evloop) pump(ss *session, k int) bool {
 				w = 0
 			}
 			if w < n {
-				d.pend = append(d.pend[:0], lp.buf[w:n]...)
+				d.pend = append(d.pend[:0], buf[w:n]...)
 				d.off = 0
 				lp.setInterest(ss)
 				return true
 			}
-			if n < len(lp.buf) {
+			if n < len(buf) {
 				d.full = 0
 				return true
 			}
@@ -558,6 +596,35 @@ func rawEpollPoll(epfd int, evs []unix.EpollEvent) (int, error) {
 		return 0, e
 	}
 	return int(r), nil
+}
+
+// flushBatch writes the small reads of the batch to their peers.
+func (lp *evloop) flushBatch() {
+	for i := range lp.outq {
+		o := &lp.outq[i]
+		ss := o.ss
+		o.ss = nil
+		if ss.ended {
+			continue
+		}
+		d := &ss.dir[o.k]
+		d.deferred = false
+		p := lp.arena[o.off : o.off+o.n]
+		w, err := rawWrite(ss.fd[1-o.k], p)
+		if err != nil {
+			if !again(err) {
+				lp.end(ss)
+				continue
+			}
+			w = 0
+		}
+		if w < len(p) {
+			d.pend = append(d.pend[:0], p[w:]...)
+			d.off = 0
+			lp.setInterest(ss)
+		}
+	}
+	lp.outq = lp.outq[:0]
 }
 
 // eof: direction k's source sent EOF.
