@@ -20,6 +20,7 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -372,7 +373,13 @@ backend bk_http
 		"paceline tcp": "paceline lb", "paceline http": "paceline lb", "paceline tcp-g": "paceline lb (goroutine tcp)"}
 	runs := map[string][]result{}
 	for round := range *rounds {
-		for _, t := range targets {
+		// Odd rounds run the targets in reverse order, so load that grows
+		// or shrinks during a round does not always favour the same one.
+		order := slices.Clone(targets)
+		if round%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, t := range order {
 			r, err := wrk(t[0], t[1], pids[proc[t[0]]])
 			if err != nil {
 				return err
