@@ -308,9 +308,19 @@ func TestTCPLoopTimeoutIsInactivity(t *testing.T) {
 
 // TestTCPLoopManySessions: 200 concurrent sessions through the echo server,
 // each with its own data in odd-sized writes, every byte checked; then the
-// accounting and the file descriptors are back where they started.
+// accounting and the file descriptors are back where they started. With
+// small writes batched at the end of each loop round (the default) and
+// written at once.
 func TestTCPLoopManySessions(t *testing.T) {
-	withTCPPath(t, "loop")
+	for _, p := range []string{"loop", "loop-immediate"} {
+		t.Run(p, func(t *testing.T) {
+			withTCPPath(t, p)
+			testManySessions(t)
+		})
+	}
+}
+
+func testManySessions(t *testing.T) {
 	a, b := newTCPServer(t, "a"), newTCPServer(t, "b")
 	l := mustNew(t, tcpConfig("leastconn", Server{Name: "a", Address: a.addr()}, Server{Name: "b", Address: b.addr()}))
 	addr := l.Addr("fe").String()
