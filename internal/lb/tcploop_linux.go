@@ -44,8 +44,13 @@ import (
 )
 
 const (
-	loopBufSize  = 64 << 10 // read buffer, one per loop
-	pipeSize     = 1 << 20  // like Go's own splice
+	loopBufSize = 64 << 10 // read buffer, one per loop
+	// bigRead: a read at least this large is part of a bulk transfer
+	// (loopback delivers 65483-byte segments, so not "a full buffer"): it
+	// is written at once, the source is read again, and spliceAfter of
+	// them in a row switch the direction to splice.
+	bigRead      = 16 << 10
+	pipeSize     = 1 << 20 // like Go's own splice
 	maxIdlePipes = 16
 	maxLoops     = 8
 	loopEvents   = 256
@@ -491,7 +496,7 @@ func (lp *evloop) pump(ss *session, k int) bool {
 				if !lp.flush(ss, k) {
 					return false
 				}
-				if d.paused() || n < loopBufSize {
+				if d.paused() || n < bigRead {
 					return true
 				}
 				continue
@@ -513,7 +518,7 @@ func (lp *evloop) pump(ss *session, k int) bool {
 			}
 		}
 		n, err := rawRead(src, buf)
-		if inArena && n > 0 && n < len(buf) {
+		if inArena && n > 0 && n < bigRead {
 			// A small read: written with the others at the end of the
 			// batch, so the receivers are woken once for many.
 			ss.last = lp.now
@@ -539,7 +544,7 @@ func (lp *evloop) pump(ss *session, k int) bool {
 				lp.setInterest(ss)
 				return true
 			}
-			if n < len(buf) {
+			if n < bigRead {
 				d.full = 0
 				return true
 			}
