@@ -15,11 +15,14 @@ package lb
 // wakes it when one has.
 //
 // Per direction (client→server, server→client): a readable source is read
-// into the loop's buffer and written at once to the peer; what the peer
-// does not take stays in a per-direction buffer, the source is no longer
-// read and the peer is watched for EPOLLOUT (backpressure). A direction that
-// reads full buffers several times in a row switches to splice(2) through a
-// pipe, so large transfers never enter user space. EOF is forwarded with
+// and its bytes written to the peer. Small reads of one epoll batch are
+// collected in an arena and written together at the end of the batch
+// (HAProxy's receive-then-send rounds: a receiver is woken once for many
+// messages); bulk reads are written at once. What the peer does not take
+// stays in a per-direction buffer, the source is no longer read and the
+// peer is watched for EPOLLOUT (backpressure). A direction that makes bulk
+// reads several times in a row switches to splice(2) through a pipe, so
+// large transfers never enter user space. EOF is forwarded with
 // shutdown(SHUT_WR) once everything read has been written, and the other
 // direction continues (half-close). A session ends when both directions have
 // ended, on an error, on its inactivity timeout (neither direction moved a
