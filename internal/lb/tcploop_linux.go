@@ -62,13 +62,14 @@ const (
 )
 
 // tcpPathEnv is PACELINE_LB_TCP: "goroutine" keeps every tcp session on the
-// goroutine path (tcp.go); anything else uses the event loop. For
-// benchmarks and as an escape hatch.
+// goroutine path (tcp.go), "loop-immediate" uses the event loop without
+// batched writes; anything else the event loop. For benchmarks and as an
+// escape hatch.
 var tcpPathEnv = sync.OnceValue(func() string { return os.Getenv("PACELINE_LB_TCP") })
 
-// Tests: tcpPathOverride ("loop" or "goroutine") wins over PACELINE_LB_TCP
-// for loops started afterwards; spliceAfter full reads in a row switch a
-// direction to splice(2).
+// Tests: tcpPathOverride ("loop", "loop-immediate" or "goroutine") wins
+// over PACELINE_LB_TCP for loops started afterwards; spliceAfter bulk reads
+// in a row switch a direction to splice(2).
 var (
 	tcpPathOverride string
 	spliceAfter     = 2
@@ -179,6 +180,7 @@ type session struct {
 	srv      *server
 	h        *loopConn
 	id       int32  // slot in evloop.sess, -1 before add
+	gen      int32  // registration generation, in the epoll data with the side
 	fd       [2]int // client, server
 	interest [2]uint32
 	dir      [2]direction // 0: client→server (reads fd[0]), 1: server→client
@@ -193,7 +195,7 @@ type direction struct {
 	off      int    // pend[off:] is left
 	pipe     *spipe // splice mode
 	inPipe   int    // bytes in pipe not yet written to the peer
-	full     int    // full reads in a row
+	full     int    // bulk reads in a row
 	eof      bool   // the source sent EOF
 	deferred bool   // read bytes wait in the loop's outq
 	shut     bool   // EOF forwarded: shutdown(SHUT_WR) on the peer
@@ -267,6 +269,7 @@ type evloop struct {
 	deadline    int64 // read deadline set on file (MaxInt64: none)
 	quit        bool
 	spliceAfter int
+	gen         int32              // last session generation
 	batch       bool               // defer small writes to the end of the batch
 	arena       []byte             // bytes read in this batch, not yet written
 	outq        []outRef           // deferred writes, in read order
@@ -368,8 +371,12 @@ func (lp *evloop) run() {
 				lp.drainWake()
 				continue
 			}
-			if ss := lp.sess[ev.Fd]; ss != nil {
-				lp.onEvent(ss, int(ev.Pad), ev.Events)
+			// A socket closed by a session that ended can still be
+			// reported while a forked child (exec health check) holds it
+			// until its exec: the generation tells it from the slot's
+			// new session.
+			if ss := lp.sess[ev.Fd]; ss != nil && ss.gen == ev.Pad>>1 {
+				lp.onEvent(ss, int(ev.Pad&1), ev.Events)
 			}
 		}
 		lp.flushBatch()
@@ -444,9 +451,11 @@ func (lp *evloop) register(ss *session) {
 		lp.sess = append(lp.sess, ss)
 	}
 	ss.last = lp.now
+	lp.gen = (lp.gen + 1) & (math.MaxInt32 >> 1)
+	ss.gen = lp.gen
 	for k, fd := range ss.fd {
 		ss.interest[k] = unix.EPOLLIN
-		if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: ss.id, Pad: int32(k)}); err != nil {
+		if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: ss.id, Pad: ss.gen<<1 | int32(k)}); err != nil {
 			lp.l.log.Warn("tcp event loop: epoll_ctl", "err", err)
 			lp.end(ss)
 			return
@@ -661,6 +670,9 @@ func (lp *evloop) flush(ss *session, k int) bool {
 			d.off += n
 			ss.last = lp.now
 		}
+		if d.off == len(d.pend) {
+			d.pend, d.off = nil, 0 // idle sessions hold no buffer
+		}
 	}
 	if err != nil && !again(err) {
 		lp.end(ss)
@@ -689,7 +701,7 @@ func (lp *evloop) setInterest(ss *session) {
 		}
 		if want != ss.interest[k] {
 			ss.interest[k] = want
-			unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_MOD, fd, &unix.EpollEvent{Events: want, Fd: ss.id, Pad: int32(k)})
+			unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_MOD, fd, &unix.EpollEvent{Events: want, Fd: ss.id, Pad: ss.gen<<1 | int32(k)})
 		}
 	}
 }
