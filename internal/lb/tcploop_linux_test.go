@@ -280,16 +280,17 @@ func TestTCPLoopTimeoutIsInactivity(t *testing.T) {
 			close(srvClosed)
 		}()
 		cfg := tcpConfig("", Server{Name: "s", Address: ln.Addr().String()})
-		cfg.Frontends[0].ClientTimeout = time.Second
+		cfg.Frontends[0].ClientTimeout = 2 * time.Second
 		l := mustNew(t, cfg)
 		c, err := net.Dial("tcp", l.Addr("fe").String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		// 150 bytes at one per 20 ms: about 3 s, three times the timeout.
+		// 200 bytes at one per 20 ms: about 4 s, twice the timeout (which
+		// leaves a loaded CI machine 2 s of slack per byte).
 		c.SetReadDeadline(time.Now().Add(60 * time.Second))
-		if _, err := io.ReadFull(c, make([]byte, 150)); err != nil {
+		if _, err := io.ReadFull(c, make([]byte, 200)); err != nil {
 			t.Fatalf("active download ended: %v", err)
 		}
 		close(stopSending)
