@@ -101,7 +101,7 @@ func (a *Agent) renewOnce(ctx context.Context, addr string, req api.Renew, timeo
 		a.metrics.Renewals.WithLabelValues("ok").Inc()
 		a.metrics.RenewLatency.Observe(time.Since(sent).Seconds())
 		wasValid := a.holder.Valid(time.Now())
-		a.holder.Acked(sent)
+		a.exec.LeaseRenewed(a.holder.Acked(sent)) // the lease guards follow the deadline
 		a.setLeaderAPI(addr)
 		if !wasValid {
 			a.exec.LeaseRegained(ack.Index)

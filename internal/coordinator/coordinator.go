@@ -830,7 +830,10 @@ func (c *Coordinator) unprobed(probes []probeDef, released map[string]map[string
 // once after a clean shutdown (it stopped everything before leaving);
 // after its hold lease expired plus, for script classes, the time its
 // self-fence may take to run the stop (and demote) scripts
-// (driver.FenceWait): a process is SIGKILLed at once, a script is not.
+// (driver.FenceWait). The classes whose fence action a lease guard
+// performs (process: SIGKILL; vip: the address removed) are done at the
+// expiry itself: the guard acts by the holder's deadline, 2 × margin
+// before it, even if the holder's agent is hung (docs/safety.md).
 // When not yet, it also returns when.
 //
 // With fencing, a node confirmed fenced after its last acknowledged

@@ -36,6 +36,7 @@ import (
 	"github.com/paceline/paceline/internal/agents/driver"
 	"github.com/paceline/paceline/internal/agents/lsb"
 	"github.com/paceline/paceline/internal/agents/ocf"
+	"github.com/paceline/paceline/internal/guard"
 	"github.com/paceline/paceline/internal/lease"
 	"github.com/paceline/paceline/internal/spec"
 )
@@ -88,6 +89,7 @@ type Executor struct {
 	cfg     Config
 	log     *slog.Logger
 	drivers *driver.Factory
+	guards  *guard.Feed
 	dirs    shimDirs
 
 	mu          sync.Mutex
@@ -140,6 +142,11 @@ func New(cfg Config) *Executor {
 		probeItems: map[string]api.ProbeItem{}, probes: map[string]*probeRec{}, probeDone: map[string]bool{},
 		probeSem: make(chan struct{}, cfg.MaxProbes)}
 	e.bgCtx, e.bgCancel = context.WithCancel(context.Background())
+	if cfg.Holder != nil {
+		// Guards fire half a margin before the holder's deadline: a
+		// guard's clock starts when it reads the deadline (pipe latency).
+		e.guards = guard.NewFeed(guard.FeedOptions{Deadline: cfg.Holder.Deadline, Lead: cfg.Holder.Margin() / 2, Now: cfg.Now, Logger: e.log})
+	}
 	dirs, err := writeShims(cfg.StateDir)
 	if err != nil {
 		e.log.Error("cannot write the crm_attribute/crm_master shims: OCF agents cannot report promotion scores", "dir", cfg.StateDir, "err", err)
@@ -158,9 +165,15 @@ func New(cfg Config) *Executor {
 		LSB:     lsb.Options{Dir: cfg.LSBDir, Env: cfg.ScriptEnv, Logger: e.log},
 		Systemd: cfg.Systemd,
 		Logger:  e.log,
+		Guards:  e.guards,
 	})
 	return e
 }
+
+// LeaseRenewed hands the new hold-lease deadline to the lease guards of
+// the running instances (internal/guard). Call it at every acknowledged
+// renewal.
+func (e *Executor) LeaseRenewed(deadline time.Time) { e.guards.Renewed(deadline) }
 
 // Changed signals (coalesced) that the active set changed; the renewer
 // reports early.

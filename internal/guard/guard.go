@@ -244,8 +244,11 @@ func (g *Guard) Pid() int { return g.cmd.Process.Pid }
 
 // Stop ends the guard without letting it act: SIGKILL, and it returns
 // once the guard is reaped, so no fence action of it can run after Stop
-// returns. Idempotent.
+// returns. Idempotent; a nil *Guard is a no-op.
 func (g *Guard) Stop() {
+	if g == nil {
+		return
+	}
 	g.once.Do(func() {
 		if g.feed != nil {
 			g.feed.mu.Lock()

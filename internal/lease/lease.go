@@ -88,6 +88,9 @@ func (h *Holder) Deadline() time.Time {
 	return h.until
 }
 
+// Margin is the margin the holder's deadline is computed with.
+func (h *Holder) Margin() time.Duration { return h.p.Margin }
+
 // Revoke drops the lease at once (e.g. on shutdown or when told it lost quorum).
 func (h *Holder) Revoke() {
 	h.mu.Lock()

@@ -45,6 +45,7 @@ import (
 	"github.com/paceline/paceline/internal/agents/ocf"
 	"github.com/paceline/paceline/internal/agents/process"
 	"github.com/paceline/paceline/internal/agents/vip"
+	"github.com/paceline/paceline/internal/guard"
 	"github.com/paceline/paceline/internal/spec"
 )
 
@@ -112,6 +113,10 @@ type Options struct {
 	// systemd.New); nil: the systemd class is not available.
 	Systemd func(class string) (agents.Invoker, error)
 	Logger  *slog.Logger
+	// Guards feeds the hold-lease deadline to the lease guards of the
+	// classes whose fence action a guard performs (process, vip; see
+	// FenceWait); nil: their guards act only when the agent dies.
+	Guards *guard.Feed
 }
 
 // Factory makes drivers and shares the script classes' Invokers (and their
@@ -193,7 +198,7 @@ func (f *Factory) Invoker(class string) (agents.Invoker, error) {
 		inv, err = f.opts.Systemd(class)
 	case spec.KindVIP:
 		// Built in (internal/agents/vip): no script, driven like one.
-		inv = vip.New(vip.Options{Logger: f.log})
+		inv = vip.New(vip.Options{Logger: f.log, Guards: f.opts.Guards})
 	default:
 		return nil, fmt.Errorf("class %q is not supported by this agent", class)
 	}
@@ -330,6 +335,7 @@ type procDriver struct {
 	mu     sync.Mutex
 	t      Target
 	p      *process.Proc
+	g      *guard.Guard // p's lease guard
 	logf   *os.File
 	failed chan string
 	quit   chan struct{} // ends the watcher of p
@@ -389,12 +395,15 @@ func (d *procDriver) forget(p *process.Proc) {
 		d.mu.Unlock()
 		return
 	}
-	quit, wdone := d.quit, d.wdone
-	d.p, d.quit, d.wdone, d.failed = nil, nil, nil, nil
+	quit, wdone, g := d.quit, d.wdone, d.g
+	d.p, d.quit, d.wdone, d.failed, d.g = nil, nil, nil, nil, nil
 	d.closeLogLocked()
 	d.mu.Unlock()
 	close(quit)
 	<-wdone
+	if g != nil {
+		g.Stop()
+	}
 }
 
 func (d *procDriver) Run(ctx context.Context, op Op) agents.Result {
@@ -553,6 +562,20 @@ func (d *procDriver) start(ctx context.Context, op Op) agents.Result {
 		}
 		return r
 	}
+	// The lease guard of an exclusive instance, before anything else: it
+	// SIGKILLs the group when the lease runs out even if this agent is
+	// hung (FenceWait relies on it). No guard, no process.
+	var g *guard.Guard
+	if res.Exclusive() { // a clone holds no lease; Pdeathsig covers the agent's death
+		g, err = startGroupGuard(d.f.opts.Guards, name, p.PID())
+	}
+	if err != nil && !exited(p) { // an exited process: WaitHealthy says why
+		p.Kill()
+		if logf != nil {
+			_ = logf.Close()
+		}
+		return soft("%v", err)
+	}
 	timeout := op.Timeout
 	if timeout <= 0 {
 		timeout = spec.DefaultStartTimeout.D()
@@ -563,6 +586,7 @@ func (d *procDriver) start(ctx context.Context, op Op) agents.Result {
 	cancel()
 	if err != nil {
 		p.Kill()
+		g.Stop()
 		if logf != nil {
 			_ = logf.Close()
 		}
@@ -577,10 +601,28 @@ func (d *procDriver) start(ctx context.Context, op Op) agents.Result {
 	}
 	failed, quit, wdone := make(chan string, 1), make(chan struct{}), make(chan struct{})
 	d.mu.Lock()
-	d.p, d.logf, d.failed, d.quit, d.wdone = p, logf, failed, quit, wdone
+	d.p, d.g, d.logf, d.failed, d.quit, d.wdone = p, g, logf, failed, quit, wdone
 	d.mu.Unlock()
 	go watch(p, failed, quit, wdone)
 	return ok()
+}
+
+func exited(p *process.Proc) bool {
+	select {
+	case <-p.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// startGroupGuard starts the lease guard of the process group led by pid.
+func startGroupGuard(f *guard.Feed, name string, pid int) (*guard.Guard, error) {
+	st, err := guard.StartTime(pid)
+	if err != nil {
+		return nil, fmt.Errorf("no lease guard for %s: %w", name, err)
+	}
+	return f.Start(guard.KillGroup(name, pid, st))
 }
 
 // watch reports p's exit and health-check failures on failed until quit.

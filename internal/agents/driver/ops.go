@@ -27,9 +27,10 @@ type Op struct {
 const DefaultMonitorInterval = 10 * time.Second
 
 // VIPStopTimeout is the stop timeout of a vip resource whose spec sets
-// none: the stop is one netlink request (microseconds to a millisecond),
-// and the leader waits this long beyond a lost holder's lease expiry
-// before it moves the address (FenceWait), so it must be small.
+// none: the stop is one netlink request (microseconds to a millisecond).
+// The leader does not wait for it when it moves the address (the lease
+// guard removes it, FenceWait), but the self-fence runs it and a late
+// stop must not hold the instance.
 const VIPStopTimeout = 200 * time.Millisecond
 
 // processStopSlack is added to a process's stopTimeout (SIGTERM → SIGKILL)
@@ -168,15 +169,18 @@ func Monitor(res *spec.Resource, role string, md *ocf.Metadata) (Op, bool) {
 }
 
 // FenceWait bounds how long after its hold lease ran out a node may still
-// be ending an instance of res (docs/safety.md, "Script classes"): the
-// process class is SIGKILLed at once (0); a script class runs its stop,
-// and a promoted instance its demote and, if that fails, its stop — each
-// bounded by the timeout the spec sets or spec.DefaultOpTimeout (a vip
-// stop: VIPStopTimeout) — never the agent's advertised timeout, which the
-// leader does not know: the executor uses the same bounds when it
-// self-fences, see FenceOp.
+// be ending an instance of res (docs/safety.md, "Script classes" and
+// "Lease guards"). It is 0 for the classes whose fence action a lease
+// guard performs (internal/guard), independently of the agent: the
+// process class (SIGKILL to the group) and the vip class (address
+// removal) — both done within the lease margin of the holder's deadline,
+// before the leader's expiry. A script class (ocf, lsb, systemd) runs its
+// stop, and a promoted instance its demote and, if that fails, its stop —
+// each bounded by the timeout the spec sets or spec.DefaultOpTimeout —
+// never the agent's advertised timeout, which the leader does not know:
+// the executor uses the same bounds when it self-fences, see FenceOp.
 func FenceWait(res *spec.Resource) time.Duration {
-	if res.Info().Kind == spec.ClassProcess {
+	if Guarded(res) {
 		return 0
 	}
 	d := FenceOp(res, agents.Stop).Timeout
@@ -184,6 +188,15 @@ func FenceWait(res *spec.Resource) time.Duration {
 		d += FenceOp(res, agents.Demote).Timeout
 	}
 	return d
+}
+
+// Guarded reports whether every exclusive instance of res has a lease
+// guard that performs its whole fence action on its own: the process
+// class (SIGKILL to the group) and the vip class (always single: the
+// address is removed).
+func Guarded(res *spec.Resource) bool {
+	k := res.Info().Kind
+	return k == spec.ClassProcess || k == spec.KindVIP
 }
 
 // FenceOp is the stop or demote run when the lease runs out: its timeout

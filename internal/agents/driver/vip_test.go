@@ -41,14 +41,15 @@ func TestVIPClass(t *testing.T) {
 	}
 }
 
-// A vip stop is one netlink request: its default timeout, hence the
-// leader's wait after a lost holder's lease expiry, is small; a stop
-// timeout in the spec still wins.
+// A vip stop is one netlink request: its default timeout is small. The
+// leader does not wait for it beyond a lost holder's lease expiry (the
+// lease guard removes the address), whatever the stop timeout; a script
+// class keeps its wait.
 func TestVIPFenceWait(t *testing.T) {
 	res := withDefaults(spec.Resource{Name: "api-vip", Class: spec.KindVIP,
 		Params: spec.Params{Values: map[string]string{"address": "192.0.2.10/24", "interface": "eth0"}}})
-	if w := FenceWait(&res); w != VIPStopTimeout || w > time.Second {
-		t.Errorf("FenceWait(vip) = %s, want %s", w, VIPStopTimeout)
+	if w := FenceWait(&res); w != 0 {
+		t.Errorf("FenceWait(vip) = %s, want 0 (guarded)", w)
 	}
 	f := NewFactory(Options{})
 	defer f.Close()
@@ -66,8 +67,17 @@ func TestVIPFenceWait(t *testing.T) {
 	if op := Resolve(&res, agents.Start, "", 0, md); op.Timeout != 20*time.Second {
 		t.Errorf("start timeout = %s, want the meta-data's 20s", op.Timeout)
 	}
-	res.Operations = []spec.Operation{{Name: "stop", Timeout: spec.Duration(3 * time.Second)}}
-	if w := FenceWait(&res); w != 3*time.Second {
-		t.Errorf("FenceWait(vip with stop timeout 3s) = %s", w)
+	stop3 := []spec.Operation{{Name: "stop", Timeout: spec.Duration(3 * time.Second)}}
+	res.Operations = stop3
+	if w := FenceWait(&res); w != 0 {
+		t.Errorf("FenceWait(vip with stop timeout 3s) = %s, want 0", w)
+	}
+	ocfRes := withDefaults(spec.Resource{Name: "ip", Class: "ocf:heartbeat:IPaddr2", Operations: stop3})
+	if w := FenceWait(&ocfRes); w != 3*time.Second {
+		t.Errorf("FenceWait(ocf with stop timeout 3s) = %s, want 3s", w)
+	}
+	procRes := withDefaults(spec.Resource{Name: "p", Class: spec.ClassProcess, Operations: stop3})
+	if w := FenceWait(&procRes); w != 0 {
+		t.Errorf("FenceWait(process) = %s, want 0", w)
 	}
 }

@@ -11,8 +11,10 @@
 //     advertisement with Override (IPv6), garpCount rounds garpInterval
 //     apart — the first before start returns, the others in the
 //     background — and again every refresh while the address is held;
-//     every held address has a guard process that removes it if the agent
-//     dies without stopping it (guard.go);
+//     every held address has a lease guard (internal/guard), started
+//     before the address is added, that removes it when the node's hold
+//     lease runs out or the agent dies, even if the agent is hung — a
+//     start fails if the guard cannot be started;
 //   - monitor: the address is on the interface (0) or not (7);
 //   - stop: the address is removed (idempotent; a missing interface or
 //     address is success) and the announcements stop;
@@ -35,6 +37,7 @@ import (
 	"time"
 
 	"github.com/paceline/paceline/internal/agents"
+	"github.com/paceline/paceline/internal/guard"
 	"github.com/paceline/paceline/internal/spec"
 )
 
@@ -44,25 +47,29 @@ const Class = spec.KindVIP
 // Options configure an Agent.
 type Options struct {
 	Logger *slog.Logger
+	// Guards feeds the lease deadline to the guards of held addresses;
+	// nil: guards act only when the agent dies.
+	Guards *guard.Feed
 }
 
 // Agent is the Invoker of class vip. It is safe for concurrent use and
 // keeps, per instance, the background announcements (the rest of a burst
 // and the refresh) until stop or Close.
 type Agent struct {
-	log *slog.Logger
+	log    *slog.Logger
+	guards *guard.Feed
 
 	mu      sync.Mutex
 	running map[string]*announcing // by instance name
 	busy    map[string]chan struct{}
-	guards  map[string]*guarding // by instance name
+	guarded map[string]*guarding // by instance name
 	closed  bool
 }
 
 // guarding is the guard of one held address.
 type guarding struct {
 	key string // interface and address
-	g   *guard
+	g   *guard.Guard
 }
 
 // announcing is the background announcer of one held address.
@@ -78,7 +85,7 @@ func New(opts Options) *Agent {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Agent{log: log.With("class", Class), running: map[string]*announcing{}, busy: map[string]chan struct{}{}, guards: map[string]*guarding{}}
+	return &Agent{log: log.With("class", Class), guards: opts.Guards, running: map[string]*announcing{}, busy: map[string]chan struct{}{}, guarded: map[string]*guarding{}}
 }
 
 // serialize waits until no other action of instance name runs (or ctx is
@@ -246,7 +253,9 @@ func (a *Agent) monitor(inst agents.Instance) agents.Result {
 		a.unguard(inst.Name)
 		return agents.Result{Code: agents.OCFNotRunning}
 	}
-	a.guard(inst.Name, t)
+	if err := a.guard(inst.Name, t); err != nil {
+		a.log.Warn("held address without a lease guard", "instance", inst.Name, "err", err)
+	}
 	// Held, e.g. after an agent restart: make sure it is refreshed.
 	if t.p.Refresh > 0 {
 		a.background(inst.Name, t, 0)
@@ -286,12 +295,16 @@ func (a *Agent) start(ctx context.Context, inst agents.Instance) agents.Result {
 			}
 		}
 	}
+	// The guard first: from the moment the address exists, a lease that
+	// runs out removes it whatever the agent is doing.
+	if err := a.guard(inst.Name, t); err != nil {
+		return fail(agents.OCFErrGeneric, "not taking %s: %v", t.p.Address, err)
+	}
 	if !held {
 		if err := addAddr(t.ifc.Index, t.p.Address, t.p.Label); err != nil {
 			return fail(agents.OCFErrGeneric, "on %s: %v", t.p.Interface, err)
 		}
 	}
-	a.guard(inst.Name, t)
 	// The first round now, so that clients move before start returns.
 	r := success()
 	if ann, ok := announcerFor(t); ok {
@@ -370,41 +383,53 @@ func (a *Agent) background(name string, t target, rest int) {
 	}()
 }
 
-// guard makes sure the address of instance name has a guard (guard.go).
-func (a *Agent) guard(name string, t target) {
+// guard makes sure the address of instance name has a running lease
+// guard (internal/guard).
+func (a *Agent) guard(name string, t target) error {
 	key := t.p.Interface + " " + t.p.Address.String()
 	a.mu.Lock()
-	old := a.guards[name]
+	old := a.guarded[name]
 	a.mu.Unlock()
 	if old != nil {
 		select {
-		case <-old.g.done:
+		case <-old.g.Done():
 			// Killed by someone: start another.
 		default:
 			if old.key == key {
-				return
+				return nil
 			}
 		}
 		a.unguard(name)
 	}
-	g, err := startGuard(t.p.Interface, t.p.Address)
+	cfg, err := guard.RemoveAddress(name, t.p.Interface, t.p.Address.String())
 	if err != nil {
-		a.log.Warn("the address will outlive a crash of the agent", "instance", name, "err", err)
-		return
+		return err
+	}
+	// While the lease stays expired, remove it again every 100 ms: a
+	// start that was half way when the agent froze may add it back.
+	cfg.Repeat = guardRepeat
+	g, err := a.guards.Start(cfg)
+	if err != nil {
+		return err
 	}
 	a.mu.Lock()
-	a.guards[name] = &guarding{key: key, g: g}
+	a.guarded[name] = &guarding{key: key, g: g}
 	a.mu.Unlock()
+	return nil
 }
+
+// guardRepeat is how often a guard removes the address again while the
+// lease stays expired.
+const guardRepeat = 100 * time.Millisecond
 
 // unguard ends the guard of instance name without removing the address.
 func (a *Agent) unguard(name string) {
 	a.mu.Lock()
-	old := a.guards[name]
-	delete(a.guards, name)
+	old := a.guarded[name]
+	delete(a.guarded, name)
 	a.mu.Unlock()
 	if old != nil {
-		old.g.disarm()
+		old.g.Stop()
 	}
 }
 

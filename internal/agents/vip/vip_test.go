@@ -244,12 +244,12 @@ func TestInNamespace(t *testing.T) {
 		t.Fatalf("start: %+v", r)
 	}
 	a.mu.Lock()
-	gd := a.guards["v"]
+	gd := a.guarded["v"]
 	a.mu.Unlock()
 	if gd == nil {
 		t.Fatal("no guard for a held address")
 	}
-	gd.g.fire()
+	gd.g.Fire()
 	if has("10.77.0.100/24") {
 		t.Error("the guard did not remove 10.77.0.100 when its pipe closed")
 	}
