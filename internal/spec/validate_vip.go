@@ -12,7 +12,7 @@ import (
 const (
 	DefaultGARPCount    = 5
 	DefaultGARPInterval = 200 * time.Millisecond
-	// DefaultProbeCount is how many ARP probes (50 ms apart) look for
+	// DefaultProbeCount is how many ARP probes (15 ms apart) look for
 	// another host answering for the address before it is taken.
 	DefaultProbeCount = 3
 	maxProbeCount     = 10
@@ -40,8 +40,8 @@ type VIPParams struct {
 	// none.
 	Label string
 	// ProbeCount is the number of ARP probes before an IPv4 address is
-	// taken (each waits 50 ms for an answer); 0 skips the probe, trusting
-	// the hold lease alone (150 ms faster failover, no protection against
+	// taken (each waits 15 ms for an answer); 0 skips the probe, trusting
+	// the hold lease alone (45 ms faster failover, no protection against
 	// a host outside the cluster using the address).
 	ProbeCount int
 }
@@ -115,7 +115,7 @@ func ParseVIPParams(values map[string]string) (VIPParams, []FieldError) {
 	if s, ok := values["probeCount"]; ok {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 0 || n > maxProbeCount {
-			add("probeCount", "%s: want a number from 0 to %d (ARP probes before taking the address, 50 ms each; 0 skips the probe; default %d)", quote(s), maxProbeCount, DefaultProbeCount)
+			add("probeCount", "%s: want a number from 0 to %d (ARP probes before taking the address, 15 ms each; 0 skips the probe; default %d)", quote(s), maxProbeCount, DefaultProbeCount)
 		} else {
 			p.ProbeCount = n
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/paceline/paceline/internal/agents"
 	"github.com/paceline/paceline/internal/agents/ocf"
+	"github.com/paceline/paceline/internal/guard"
 	"github.com/paceline/paceline/internal/procfs"
 	"github.com/paceline/paceline/internal/spec"
 )
@@ -281,5 +283,48 @@ func TestProcessMonitorIncludesHealth(t *testing.T) {
 			t.Fatal("never healthy again")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// An exclusive process instance has a lease guard: when the deadline fed
+// to it passes without a renewal, its group is SIGKILLed even though
+// nothing in this process fences it. A clone has none.
+func TestProcessLeaseGuard(t *testing.T) {
+	var mu sync.Mutex
+	deadline := time.Now().Add(time.Hour)
+	get := func() time.Time { mu.Lock(); defer mu.Unlock(); return deadline }
+	feed := guard.NewFeed(guard.FeedOptions{Deadline: get})
+	f := NewFactory(Options{Node: "n1", Cluster: "c1", Guards: feed})
+	defer f.Close()
+	start := func(res spec.Resource) Driver {
+		t.Helper()
+		d, err := f.New(Target{Res: res})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(d.Close)
+		if r := d.Run(context.Background(), Resolve(&res, agents.Start, "", 0, nil)); r.Status != agents.StatusSuccess {
+			t.Fatalf("start %s: %+v", res.Name, r)
+		}
+		t.Cleanup(func() { d.Run(context.Background(), Resolve(&res, agents.Stop, "", 0, nil)) })
+		return d
+	}
+	single := start(withDefaults(spec.Resource{Name: "one", Class: spec.ClassProcess, Params: spec.Params{Command: []string{"sleep", "1000"}}}))
+	clone := start(withDefaults(spec.Resource{Name: "many", Mode: spec.ModeClone, Class: spec.ClassProcess, Params: spec.Params{Command: []string{"sleep", "1000"}}}))
+	// The lease ends in 200 ms and is not renewed.
+	mu.Lock()
+	deadline = time.Now().Add(200 * time.Millisecond)
+	mu.Unlock()
+	feed.Renewed(get())
+	select {
+	case why := <-single.Failed():
+		if !strings.Contains(why, "killed") {
+			t.Errorf("the exclusive instance ended with %q, want killed", why)
+		}
+	case <-time.After(patience):
+		t.Fatal("the guard did not kill the exclusive instance after its lease ran out")
+	}
+	if r := clone.Run(context.Background(), Resolve(&clone.(*procDriver).t.Res, agents.Monitor, "", 0, nil)); r.Status != agents.StatusSuccess {
+		t.Errorf("the clone instance was fenced too: %+v", r)
 	}
 }
