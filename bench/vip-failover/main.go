@@ -21,6 +21,7 @@ package main
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"github.com/paceline/paceline/bench/internal/benchutil"
@@ -41,6 +42,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/paceline/paceline/api"
 	"github.com/paceline/paceline/internal/lab"
 	"github.com/paceline/paceline/internal/labcluster"
 )
@@ -325,6 +327,9 @@ func bench(ctx context.Context, s system, self, exe string, runs int, partFor ti
 			note = " (the holder was the raft leader)"
 			res.leaderRuns = append(res.leaderRuns, d)
 		}
+		if s.tag == 'p' {
+			note += e.phases(rp.host, holder, tKill)
+		}
 		fmt.Printf("  run %2d/%d: killed %s -> first answer from %s after %.3f s%s\n", i, runs, holder, rp.host, d.Seconds(), note)
 		// A power loss loses the kernel's state too: the dead host comes
 		// back without the address.
@@ -393,6 +398,45 @@ func bench(ctx context.Context, s system, self, exe string, runs int, partFor ti
 	fmt.Printf("  partition: %s cut off %v; %d samples; double holding %.3f s during the cut, %.3f s after healing\n",
 		holder, partFor, len(ss), res.partDouble.Seconds(), res.healDouble.Seconds())
 	return res
+}
+
+// phases reads the cluster's events (from host on) and returns when,
+// after tKill, the leader declared the dead holder offline and planned
+// the recovery: where a run's time went (the rest is the commit, the
+// assignment reaching the new holder, its start and the client's next
+// poll). Event times are the leader's wall clock (same machine).
+func (e *env) phases(on, dead string, tKill time.Time) string {
+	h, err := e.l.Host(on)
+	if err != nil {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
+	defer cancel()
+	out, err := labcluster.CLI(ctx, e.l, e.exe, h, "events", "--json")
+	if err != nil {
+		return ""
+	}
+	var offline, recover time.Duration
+	for _, line := range strings.Split(string(out), "\n") {
+		var ev api.Event
+		if json.Unmarshal([]byte(line), &ev) != nil || ev.Time.Before(tKill) {
+			continue
+		}
+		at := ev.Time.Sub(tKill)
+		switch {
+		case offline == 0 && ev.Node == dead && strings.Contains(ev.Type, "offline"):
+			offline = at
+		case recover == 0 && ev.Type == "resource-recover":
+			recover = at
+		}
+	}
+	ms := func(d time.Duration) string {
+		if d == 0 {
+			return "?"
+		}
+		return strconv.FormatInt(d.Milliseconds(), 10)
+	}
+	return fmt.Sprintf(" [events: offline %s, recover %s ms]", ms(offline), ms(recover))
 }
 
 type sample struct {
