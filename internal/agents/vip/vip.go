@@ -453,15 +453,20 @@ func (a *Agent) forget(name string) {
 
 func (a *Agent) stop(ctx context.Context, inst agents.Instance) agents.Result {
 	a.forget(inst.Name)
-	a.unguard(inst.Name)
 	t, bad := resolve(inst)
 	if bad != nil {
 		// Params that do not parse never got an address added.
+		a.unguard(inst.Name)
 		return agents.Result{Code: agents.OCFSuccess, Reason: bad.Reason}
 	}
 	if t.ifc == nil {
+		a.unguard(inst.Name)
 		return success() // no interface, no address
 	}
+	// The guard stays until the address is gone: a stop that fails or
+	// does not finish in time (a self-fence on an overloaded host) leaves
+	// the address guarded, and the guard removes it once the lease runs
+	// out. Removing an address twice is harmless.
 	// The stop is bounded (a self-fence relies on it, driver.FenceWait):
 	// a netlink request that outlives the timeout is a failed stop, even
 	// if the kernel completes it later.
@@ -472,6 +477,7 @@ func (a *Agent) stop(ctx context.Context, inst agents.Instance) agents.Result {
 		if err != nil {
 			return fail(agents.OCFErrGeneric, "on %s: %v", t.p.Interface, err)
 		}
+		a.unguard(inst.Name)
 	case <-ctx.Done():
 		return fail(agents.OCFErrGeneric, "removing %s from %s did not finish in time: %v", t.p.Address, t.p.Interface, ctx.Err())
 	}
