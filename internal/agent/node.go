@@ -101,7 +101,10 @@ func (a *Agent) renewOnce(ctx context.Context, addr string, req api.Renew, timeo
 		a.metrics.Renewals.WithLabelValues("ok").Inc()
 		a.metrics.RenewLatency.Observe(time.Since(sent).Seconds())
 		wasValid := a.holder.Valid(time.Now())
-		a.exec.LeaseRenewed(a.holder.Acked(sent)) // the lease guards follow the deadline
+		// The lease guards follow the deadline, unless the policy keeps
+		// resources without a lease (freeze/ignore: no self-fence).
+		a.exec.KeepWithoutLease(a.keepsWithoutQuorum())
+		a.exec.LeaseRenewed(a.holder.Acked(sent))
 		a.setLeaderAPI(addr)
 		if !wasValid {
 			a.exec.LeaseRegained(ack.Index)

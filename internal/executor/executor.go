@@ -175,6 +175,12 @@ func New(cfg Config) *Executor {
 // renewal.
 func (e *Executor) LeaseRenewed(deadline time.Time) { e.guards.Renewed(deadline) }
 
+// KeepWithoutLease tells the lease guards whether the node keeps its
+// exclusive resources when it loses the lease (noQuorumPolicy freeze or
+// ignore): then they act only when the agent dies, never at the deadline.
+// Call it before LeaseRenewed.
+func (e *Executor) KeepWithoutLease(keep bool) { e.guards.SetKeep(keep) }
+
 // Changed signals (coalesced) that the active set changed; the renewer
 // reports early.
 func (e *Executor) Changed() <-chan struct{} { return e.changed }

@@ -109,6 +109,7 @@ type Feed struct {
 
 	mu     sync.Mutex
 	guards map[*Guard]struct{}
+	keep   bool // SetKeep: no deadline, only the agent's death fires
 }
 
 // FeedOptions configure a Feed.
@@ -135,13 +136,31 @@ func NewFeed(o FeedOptions) *Feed {
 }
 
 // wait is what is sent to a guard for deadline: the time left, minus the
-// lead, at least minWait, as decimal seconds.
+// lead, at least minWait, as decimal seconds; "" (no deadline) while the
+// feed keeps resources without a lease (SetKeep). Called with f.mu held.
 func (f *Feed) wait(deadline time.Time) string {
+	if f.keep {
+		return ""
+	}
 	left := deadline.Sub(f.now()) - f.lead
 	if deadline.IsZero() || left < minWait {
 		left = minWait
 	}
 	return strconv.FormatFloat(left.Seconds(), 'f', 6, 64)
+}
+
+// SetKeep tells whether a node that loses its lease keeps its exclusive
+// resources (noQuorumPolicy freeze or ignore: the cluster fences it
+// before it recovers them elsewhere). While set, guards get no deadline
+// (an empty line: wait without a timeout) and only the agent's death fires
+// them; the next Renewed after it is cleared arms them again.
+func (f *Feed) SetKeep(keep bool) {
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	f.keep = keep
+	f.mu.Unlock()
 }
 
 // Renewed sends the new deadline to every guard. Call it at every

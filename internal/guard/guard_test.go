@@ -376,3 +376,44 @@ func TestAgentStoppedAddressRemoved(t *testing.T) {
 	run("addr", "add", "192.0.2.10/24", "dev", "plvfd0")
 	waitFor(t, "the guard to remove the address again", func() bool { return !held() })
 }
+
+// With SetKeep (noQuorumPolicy freeze/ignore) a guard ignores deadlines:
+// only the agent's death fires it; clearing it arms the guard again.
+func TestKeepIgnoresDeadline(t *testing.T) {
+	l := &lease{}
+	l.set(time.Now().Add(300 * time.Millisecond))
+	f := NewFeed(FeedOptions{Deadline: l.get})
+	cfg, p := marker(t)
+	g, err := f.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Stop()
+	f.SetKeep(true)
+	f.Renewed(l.get()) // an empty line: no deadline
+	time.Sleep(time.Second)
+	if fired(p) != 0 {
+		t.Fatal("a kept guard fired at the deadline")
+	}
+	// Armed again: the next deadline counts.
+	f.SetKeep(false)
+	d := time.Now().Add(100 * time.Millisecond)
+	l.set(d)
+	f.Renewed(d)
+	waitFor(t, "the re-armed guard to fire", func() bool { return fired(p) == 1 })
+	// A guard started while kept has no deadline either.
+	f.SetKeep(true)
+	cfg2, p2 := marker(t)
+	g2, err := f.Start(cfg2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if fired(p2) != 0 {
+		t.Fatal("a guard started while kept fired at an expired deadline")
+	}
+	g2.Fire()
+	if fired(p2) != 1 {
+		t.Fatal("EOF did not fire a kept guard")
+	}
+}
