@@ -101,10 +101,7 @@ func (a *Agent) renewOnce(ctx context.Context, addr string, req api.Renew, timeo
 		a.metrics.Renewals.WithLabelValues("ok").Inc()
 		a.metrics.RenewLatency.Observe(time.Since(sent).Seconds())
 		wasValid := a.holder.Valid(time.Now())
-		// The lease guards follow the deadline, unless the policy keeps
-		// resources without a lease (freeze/ignore: no self-fence).
-		a.exec.KeepWithoutLease(a.keepsWithoutQuorum())
-		a.exec.LeaseRenewed(a.holder.Acked(sent))
+		a.exec.LeaseRenewed(a.holder.Acked(sent)) // the lease guards follow the deadline
 		a.setLeaderAPI(addr)
 		if !wasValid {
 			a.exec.LeaseRegained(ack.Index)
@@ -117,6 +114,9 @@ func (a *Agent) renewOnce(ctx context.Context, addr string, req api.Renew, timeo
 // renewLoop keeps the hold lease: a renewal every L/4 (and early when the
 // set of running instances changes, at most every 10 ms).
 func (a *Agent) renewLoop(ctx context.Context) {
+	// The lease guards get no deadline while the policy keeps exclusive
+	// resources without a lease (freeze/ignore: no self-fence).
+	a.exec.KeepWithoutLease(a.keepsWithoutQuorum)
 	interval := a.lp.RenewInterval()
 	// A renewal acknowledged late still counts from when it was sent, so
 	// each attempt may take up to half the lease; failures back off with
@@ -230,6 +230,7 @@ func (a *Agent) watchLoop(ctx context.Context) {
 			}
 			continue
 		}
+		a.exec.RecheckGuards() // the policy may have changed with the spec
 		a.exec.Update(as)
 	}
 }

@@ -175,11 +175,16 @@ func New(cfg Config) *Executor {
 // renewal.
 func (e *Executor) LeaseRenewed(deadline time.Time) { e.guards.Renewed(deadline) }
 
-// KeepWithoutLease tells the lease guards whether the node keeps its
+// KeepWithoutLease installs the test of whether the node keeps its
 // exclusive resources when it loses the lease (noQuorumPolicy freeze or
-// ignore): then they act only when the agent dies, never at the deadline.
-// Call it before LeaseRenewed.
-func (e *Executor) KeepWithoutLease(keep bool) { e.guards.SetKeep(keep) }
+// ignore): while it answers true, the lease guards act only when the agent
+// dies, never at the deadline. It is asked when a guard starts, at every
+// renewal and at RecheckGuards.
+func (e *Executor) KeepWithoutLease(keep func() bool) { e.guards.SetKeepFunc(keep) }
+
+// RecheckGuards asks the KeepWithoutLease test again and tells the guards
+// at once if the answer changed (call it when new assignments arrive).
+func (e *Executor) RecheckGuards() { e.guards.Recheck() }
 
 // Changed signals (coalesced) that the active set changed; the renewer
 // reports early.

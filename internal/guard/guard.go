@@ -109,7 +109,8 @@ type Feed struct {
 
 	mu     sync.Mutex
 	guards map[*Guard]struct{}
-	keep   bool // SetKeep: no deadline, only the agent's death fires
+	keepFn func() bool // SetKeepFunc
+	keep   bool        // keepFn's last answer: no deadline, only the agent's death fires
 }
 
 // FeedOptions configure a Feed.
@@ -137,7 +138,8 @@ func NewFeed(o FeedOptions) *Feed {
 
 // wait is what is sent to a guard for deadline: the time left, minus the
 // lead, at least minWait, as decimal seconds; "" (no deadline) while the
-// feed keeps resources without a lease (SetKeep). Called with f.mu held.
+// feed keeps resources without a lease (SetKeepFunc). Called with f.mu
+// held.
 func (f *Feed) wait(deadline time.Time) string {
 	if f.keep {
 		return ""
@@ -149,18 +151,41 @@ func (f *Feed) wait(deadline time.Time) string {
 	return strconv.FormatFloat(left.Seconds(), 'f', 6, 64)
 }
 
-// SetKeep tells whether a node that loses its lease keeps its exclusive
-// resources (noQuorumPolicy freeze or ignore: the cluster fences it
-// before it recovers them elsewhere). While set, guards get no deadline
-// (an empty line: wait without a timeout) and only the agent's death fires
-// them; the next Renewed after it is cleared arms them again.
-func (f *Feed) SetKeep(keep bool) {
+// SetKeepFunc installs the test of whether a node that loses its lease
+// keeps its exclusive resources (noQuorumPolicy freeze or ignore: the
+// cluster fences it before it recovers them elsewhere). While it answers
+// true, guards get no deadline (an empty line: wait without a timeout)
+// and only the agent's death fires them. It is asked when a guard starts,
+// at every Renewed and at every Recheck; it must be quick.
+func (f *Feed) SetKeepFunc(keep func() bool) {
 	if f == nil {
 		return
 	}
 	f.mu.Lock()
-	f.keep = keep
+	f.keepFn = keep
 	f.mu.Unlock()
+}
+
+// evalKeep asks keepFn. Called with f.mu held.
+func (f *Feed) evalKeep() {
+	f.keep = f.keepFn != nil && f.keepFn()
+}
+
+// Recheck asks the keep test again and, if its answer changed, tells
+// every guard at once (no deadline, or the current one). Call it when the
+// policy may have changed (new assignments), so that a guard never acts
+// on an answer older than the last renewal or assignment.
+func (f *Feed) Recheck() {
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	was := f.keep
+	f.evalKeep()
+	if f.keep != was {
+		f.sendLocked(f.deadline())
+	}
 }
 
 // Renewed sends the new deadline to every guard. Call it at every
@@ -171,14 +196,19 @@ func (f *Feed) Renewed(deadline time.Time) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.evalKeep()
+	f.sendLocked(deadline)
+}
+
+// sendLocked writes the wait for deadline to every guard. Called with
+// f.mu held.
+func (f *Feed) sendLocked(deadline time.Time) {
 	line := []byte(f.wait(deadline) + "\n")
 	for g := range f.guards {
-		// A pipe write of a few bytes never blocks unless the guard
-		// stopped reading (a stopped guard: its pipe buffer holds
-		// thousands of lines). A failed write means the guard is gone;
-		// its owner notices (Done) and starts another.
-		// The write deadline keeps a guard that stopped reading (someone
-		// stopped it, its pipe buffer full) from blocking the renewals.
+		// A failed write means the guard is gone; its owner notices
+		// (Done) and starts another. The write deadline keeps a guard
+		// that stopped reading (someone stopped it and its pipe buffer
+		// filled up) from blocking the renewals.
 		_ = g.w.SetWriteDeadline(time.Now().Add(writeTimeout))
 		if _, err := g.w.Write(line); err != nil && !errors.Is(err, syscall.EPIPE) {
 			f.log.Warn("lease guard: cannot send the deadline", "instance", g.name, "err", err)
@@ -218,6 +248,7 @@ func (f *Feed) Start(cfg Config) (*Guard, error) {
 	first := ""
 	if f != nil {
 		f.mu.Lock()
+		f.evalKeep()
 		first = f.wait(f.deadline())
 	}
 	g.cmd = &exec.Cmd{

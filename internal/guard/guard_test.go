@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -377,32 +378,36 @@ func TestAgentStoppedAddressRemoved(t *testing.T) {
 	waitFor(t, "the guard to remove the address again", func() bool { return !held() })
 }
 
-// With SetKeep (noQuorumPolicy freeze/ignore) a guard ignores deadlines:
-// only the agent's death fires it; clearing it arms the guard again.
+// With a keep test answering true (noQuorumPolicy freeze/ignore) a guard
+// ignores deadlines: only the agent's death fires it. The answer is asked
+// at Start, at Renewed and at Recheck, which tells the guards at once.
 func TestKeepIgnoresDeadline(t *testing.T) {
 	l := &lease{}
-	l.set(time.Now().Add(300 * time.Millisecond))
+	l.set(time.Now().Add(time.Hour))
 	f := NewFeed(FeedOptions{Deadline: l.get})
+	var keep atomic.Bool
+	f.SetKeepFunc(keep.Load)
 	cfg, p := marker(t)
 	g, err := f.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer g.Stop()
-	f.SetKeep(true)
-	f.Renewed(l.get()) // an empty line: no deadline
+	// The policy changes, then the lease ends without another renewal:
+	// Recheck alone must have disarmed the guard.
+	keep.Store(true)
+	f.Recheck()
+	l.set(time.Now().Add(-time.Second))
 	time.Sleep(time.Second)
 	if fired(p) != 0 {
-		t.Fatal("a kept guard fired at the deadline")
+		t.Fatal("a kept guard fired after its deadline")
 	}
-	// Armed again: the next deadline counts.
-	f.SetKeep(false)
-	d := time.Now().Add(100 * time.Millisecond)
-	l.set(d)
-	f.Renewed(d)
+	// Armed again by Recheck: the (expired) deadline counts at once.
+	keep.Store(false)
+	f.Recheck()
 	waitFor(t, "the re-armed guard to fire", func() bool { return fired(p) == 1 })
 	// A guard started while kept has no deadline either.
-	f.SetKeep(true)
+	keep.Store(true)
 	cfg2, p2 := marker(t)
 	g2, err := f.Start(cfg2)
 	if err != nil {
