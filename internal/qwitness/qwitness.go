@@ -61,11 +61,11 @@ type Witness struct {
 	done      chan struct{}
 }
 
-// New validates cfg (whose role must be witness) and prepares a witness;
-// Run starts it.
+// New validates cfg (whose role must be witness, or empty) and prepares a
+// witness; Run starts it.
 func New(cfg config.Config, log *slog.Logger) (*Witness, error) {
-	if cfg.Role == "" || cfg.Role == "control" {
-		cfg.Role = config.RoleWitness // the default role is control; a witness config need not say it
+	if cfg.Role == "" {
+		cfg.Role = config.RoleWitness
 	}
 	if cfg.Role != config.RoleWitness {
 		return nil, fmt.Errorf("invalid config:\nrole: %q; a witness has role witness (run `paceline agent` for control and remote nodes)", cfg.Role)
