@@ -80,7 +80,9 @@ func (w *WitnessNode) Start() {
 }
 
 // Stop stops the witness gracefully and waits.
-func (w *WitnessNode) Stop() { w.halt("stopp", func(_ *qwitness.Witness, cancel context.CancelFunc) { cancel() }) }
+func (w *WitnessNode) Stop() {
+	w.halt("stopp", func(_ *qwitness.Witness, cancel context.CancelFunc) { cancel() })
+}
 
 // Crash stops the witness abruptly and waits.
 func (w *WitnessNode) Crash() {

@@ -96,14 +96,14 @@ var errNoCandidacy = errors.New("a witness stands for election only after the co
 // control nodes) works as for any voter.
 type witnessTransport struct {
 	*raft.NetworkTransport
-	rpcs  chan raft.RPC
-	done  chan struct{}
-	once  sync.Once
+	rpcs chan raft.RPC
+	done chan struct{}
+	once sync.Once
 	// contact returns when a leader was last heard from (raft.LastContact),
 	// set once raft runs.
 	contact atomic.Pointer[func() time.Time]
 	start   time.Time
-	grace time.Duration
+	grace   time.Duration
 }
 
 var (

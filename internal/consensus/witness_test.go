@@ -17,8 +17,12 @@ func TestWitnessIDs(t *testing.T) {
 }
 
 func TestBootstrapSet(t *testing.T) {
-	ctl := func(n string) Member { return Member{Name: n, Alive: true, Meta: Meta{Role: "control", Raft: n + ":1"}} }
-	wit := func(n string) Member { return Member{Name: WitnessID(n), Alive: true, Meta: Meta{Role: RoleWitness, Raft: n + ":1"}} }
+	ctl := func(n string) Member {
+		return Member{Name: n, Alive: true, Meta: Meta{Role: "control", Raft: n + ":1"}}
+	}
+	wit := func(n string) Member {
+		return Member{Name: WitnessID(n), Alive: true, Meta: Meta{Role: RoleWitness, Raft: n + ":1"}}
+	}
 	names := func(ms []Member) string {
 		var s []string
 		for _, m := range ms {
@@ -37,8 +41,8 @@ func TestBootstrapSet(t *testing.T) {
 		{[]Member{wit("w"), ctl("a"), ctl("b"), ctl("c")}, 3, "a,b,c"}, // control nodes first
 		{[]Member{ctl("a"), wit("w"), wit("x")}, 3, ""},                // one witness at most
 		{[]Member{ctl("a"), dead, wit("w")}, 3, ""},
-		{[]Member{wit("w")}, 1, ""}, // a witness alone bootstraps nothing
-		{[]Member{ctl("a"), {Name: "witness:z", Alive: true, Meta: Meta{Role: RoleWitness}}}, 2, ""}, // no raft address
+		{[]Member{wit("w")}, 1, ""},                                                                       // a witness alone bootstraps nothing
+		{[]Member{ctl("a"), {Name: "witness:z", Alive: true, Meta: Meta{Role: RoleWitness}}}, 2, ""},      // no raft address
 		{[]Member{ctl("a"), {Name: "z", Alive: true, Meta: Meta{Role: RoleWitness, Raft: "z:1"}}}, 2, ""}, // not named as a witness
 	} {
 		if got := names(bootstrapSet(tc.ms, tc.expect)); got != tc.want {
