@@ -39,6 +39,8 @@ func twoNodes(t *testing.T, tls bool) (*ct.Cluster, *ct.Node) {
 	})
 	c.Apply(c.Spec(""), "initial")
 	h := c.WaitPlaced(2)
+	// The helper logs its start after the executor reports it running.
+	c.Wait("the start of "+ct.Exclusive+" logged", func() bool { return len(c.ExclusiveLog()) > 0 })
 	c.Logf("setup done: holder %s, leader %v", h.Name, c.Leader() == h)
 	return c, h
 }
