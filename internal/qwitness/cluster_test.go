@@ -26,13 +26,20 @@ func TestMain(m *testing.M) {
 // twoNodes starts two control nodes and a witness, applies the test spec
 // and waits until it runs.
 func twoNodes(t *testing.T, tls bool) (*ct.Cluster, *ct.Node) {
+	c, h, _ := twoNodesWatched(t, tls)
+	return c, h
+}
+
+// twoNodesWatched is twoNodes that also returns the count of the witness's
+// terms as leader.
+func twoNodesWatched(t *testing.T, tls bool) (*ct.Cluster, *ct.Node, *atomic.Int32) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("multi-node cluster test (-short)")
 	}
 	c := ct.New(t, ct.Options{N: 2, Witness: true, TLS: tls})
 	t.Cleanup(c.CheckNoOverlap)
-	watchWitness(t, c)
+	led := watchWitness(t, c)
 	c.Wait("the witness to be a voter", func() bool {
 		w := c.Witness.Witness()
 		return w != nil && w.Voter()
@@ -42,15 +49,15 @@ func twoNodes(t *testing.T, tls bool) (*ct.Cluster, *ct.Node) {
 	// The helper logs its start after the executor reports it running.
 	c.Wait("the start of "+ct.Exclusive+" logged", func() bool { return len(c.ExclusiveLog()) > 0 })
 	c.Logf("setup done: holder %s, leader %v", h.Name, c.Leader() == h)
-	return c, h
+	return c, h, led
 }
 
 // watchWitness logs how often the witness won an election (sampled every
 // 2 ms until the test ends). It may, by design, when the surviving node's
 // log is behind; it must then hand leadership on, which the tests check by
 // waiting for a control node to lead.
-func watchWitness(t *testing.T, c *ct.Cluster) {
-	var episodes atomic.Int32
+func watchWitness(t *testing.T, c *ct.Cluster) *atomic.Int32 {
+	episodes := new(atomic.Int32)
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -77,6 +84,7 @@ func watchWitness(t *testing.T, c *ct.Cluster) {
 		<-done
 		t.Logf("the witness led %d times", episodes.Load())
 	})
+	return episodes
 }
 
 func other(c *ct.Cluster, n *ct.Node) *ct.Node { return c.Others(n)[0] }
@@ -301,4 +309,35 @@ func TestNoWitnessWarning(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestSurvivorBehindWitness: the surviving node lacks an entry that the
+// lost leader committed with the witness's vote. Raft will not elect the
+// survivor; the witness must win, bring it up to date and hand leadership
+// over, and the committed spec must not be lost.
+func TestSurvivorBehindWitness(t *testing.T) {
+	c, _, led := twoNodesWatched(t, false)
+	l := c.WaitLeader()
+	o := other(c, l)
+	c.Logf("cutting %s off from %s and the witness", o.Name, l.Name)
+	c.Net.Partition(ct.Addrs(o), append(ct.Addrs(l), c.Witness.IP))
+	offlineIn(c, l, o.Name)
+	v := c.Apply(c.Spec("# committed without "+o.Name+"\n"), "while "+o.Name+" is cut off", l)
+	var have int
+	o.Agent().FSM().Read(func(s *state.State) { have = s.SpecVersion })
+	if have >= v {
+		t.Fatalf("%s has spec v%d although cut off", o.Name, have)
+	}
+	c.Logf("crashing the leader %s, then healing", l.Name)
+	l.Crash()
+	c.Net.Heal()
+	c.WaitLeader(o)
+	waitOnly(c, o)
+	o.Agent().FSM().Read(func(s *state.State) { have = s.SpecVersion })
+	if have < v {
+		t.Fatalf("%s leads with spec v%d; v%d was committed (I2)", o.Name, have, v)
+	}
+	if led.Load() == 0 {
+		t.Fatal("the survivor was elected without the witness leading first: it could not have been up to date")
+	}
 }
