@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sort"
 	"sync"
@@ -111,7 +112,11 @@ func (a *Agent) checkQuorum(ctx context.Context) {
 		q.missing = missing
 		if len(controls) > 0 && len(missing) == 0 {
 			q.seenAll, q.missing, changed = true, nil, true
-			a.log.Info("wait-for-all: every control node seen", "controls", controls)
+			level := slog.LevelDebug
+			if w := a.cfg.Quorum.WaitForAll; (w != nil && *w) || (w == nil && len(controls) == 2) {
+				level = slog.LevelInfo // wait-for-all applies: say when it is satisfied
+			}
+			a.log.Log(ctx, level, "wait-for-all: every control node seen", "controls", controls)
 		}
 	}
 	warn := len(controls) == 2 && len(witnesses) == 0
