@@ -141,6 +141,11 @@ func TestTwoNodesSurviveLeaderCrash(t *testing.T) {
 func TestWitnessLossChangesNothing(t *testing.T) {
 	c, h := twoNodes(t, false)
 	starts := len(c.ExclusiveLog())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Client().RemoveNode(ctx, "w1"); err == nil || !strings.Contains(err.Error(), "is alive") {
+		t.Fatalf("removing a live witness: %v", err)
+	}
 	c.Witness.Crash()
 	// Both nodes up: a majority (2 of 3) remains; the cluster commits and
 	// nothing moves.
@@ -173,15 +178,30 @@ func TestWitnessLossChangesNothing(t *testing.T) {
 	if w == nil || !w.Voter || w.Name != "w1" {
 		t.Fatalf("status shows no witness voter w1: %+v", st.Nodes)
 	}
+	// Removed from the raft configuration, the cluster has two voters and
+	// says so; a witness that comes back is added again.
+	var rmErr error
+	c.Wait("the stopped witness removed (once gossip sees it dead)", func() bool {
+		rmErr = c.Client().RemoveNode(ctx, "w1")
+		if rmErr != nil && !strings.Contains(rmErr.Error(), "is alive") {
+			t.Fatalf("removing the stopped witness: %v", rmErr)
+		}
+		return rmErr == nil
+	})
+	c.Wait("the no-witness warning", func() bool {
+		return slices.Contains(status(t, c).Warnings, agent.NoWitnessWarning)
+	})
 	c.Witness.Start()
-	c.Wait("the witness alive again in status", func() bool {
-		for _, n := range status(t, c).Nodes {
-			if n.Role == "witness" && n.Online {
-				return true
+	c.Wait("the witness a voter again, alive in status, and no warning", func() bool {
+		st := status(t, c)
+		for _, n := range st.Nodes {
+			if n.Role == "witness" && n.Voter && n.Online {
+				return len(st.Warnings) == 0
 			}
 		}
 		return false
 	})
+	waitOnly(c, h)
 }
 
 func TestTwoNodePartition(t *testing.T) {
