@@ -61,7 +61,7 @@ func witnessConfig(e *env, args []string) (config.Config, int) {
 	fs.IntVar(&raftPort, "raft-port", 0, "raft port")
 	fs.IntVar(&gossipPort, "gossip-port", 0, "gossip port")
 	fs.StringVar(&tlsCA, "tls-ca", "", "CA certificate (with --tls-cert and --tls-key: mutual TLS for raft)")
-	fs.StringVar(&tlsCert, "tls-cert", "", "this witness's certificate (`paceline tls issue`)")
+	fs.StringVar(&tlsCert, "tls-cert", "", "this witness's certificate (made with paceline tls issue)")
 	fs.StringVar(&tlsKey, "tls-key", "", "this witness's key")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
