@@ -31,7 +31,8 @@ func (e *Error) Error() string {
 
 // Node is a node's status.
 type Node struct {
-	Name        string            `json:"name"`
+	Name string `json:"name"`
+	// Role is control, remote or witness (a raft voter that runs nothing).
 	Role        string            `json:"role"`
 	APIAddr     string            `json:"apiAddr"`
 	Online      bool              `json:"online"`
@@ -101,8 +102,12 @@ type Status struct {
 	// and ban), with their remaining time.
 	Constraints []OperatorConstraint `json:"constraints,omitempty"`
 	// Warnings are health warnings the operator must act on (a failed
-	// fence a recovery waits for, ...), each saying what to do.
+	// fence a recovery waits for, two voters without a witness, ...),
+	// each saying what to do.
 	Warnings []string `json:"warnings,omitempty"`
+	// WaitingFor lists the control nodes wait-for-all still waits for
+	// before anything starts (docs/quorum.md).
+	WaitingFor []string `json:"waitingFor,omitempty"`
 }
 
 // ApplyResult answers POST /v1/spec.

@@ -96,8 +96,9 @@ type Agent struct {
 	crashOnce sync.Once
 	done      chan struct{} // closed when Run returns
 
-	disc discoveryWiring // discovery.go
-	lbw  lbWiring        // lb.go
+	disc   discoveryWiring // discovery.go
+	lbw    lbWiring        // lb.go
+	quorum quorumState     // quorum.go
 }
 
 // Network is a replaceable network under the agent (tests inject network
@@ -140,6 +141,9 @@ func (a *Agent) Crash() {
 func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid config:\n%w", err)
+	}
+	if cfg.Role == config.RoleWitness {
+		return nil, errors.New("role: witness is run by `paceline witness --config FILE`, not `paceline agent`")
 	}
 	tok, err := cfg.ResolveToken()
 	if err != nil {
@@ -273,6 +277,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	})
 	if cfg.Role == "control" {
 		goRun(a.leadership)
+		goRun(a.quorumLoop) // quorum.go
 	}
 	goRun(a.renewLoop)
 	goRun(a.watchLoop)
@@ -331,7 +336,7 @@ func (a *Agent) shutdown(cancel context.CancelFunc, wg *sync.WaitGroup) {
 	// Tell the leader we run nothing anymore, so it fails over at once.
 	a.sendLeaving()
 	if a.cons.IsLeader() {
-		if err := a.cons.Raft.LeadershipTransfer().Error(); err != nil {
+		if err := a.transferLeadership(); err != nil { // quorum.go: never to a witness
 			a.log.Warn("leadership transfer failed", "err", err)
 		} else {
 			a.log.Info("leadership transferred")
@@ -474,6 +479,11 @@ func (a *Agent) lead(ctx context.Context) {
 			return
 		}
 	}
+	// Wait-for-all (quorum.go): no coordinator, so no lease and no start
+	// anywhere, until every control node has been seen at once.
+	if !a.waitForAll(ctx) {
+		return
+	}
 	c := coordinator.New(coordinator.Config{Cluster: a.cfg.ClusterName, FSM: a.fsm, Raft: a, Lease: a.lp, Table: a.table, Logger: a.log.With("sub", "coordinator"), Metrics: a.metrics})
 	a.mu.Lock()
 	a.coord = c
@@ -501,7 +511,8 @@ func (a *Agent) initCluster(ctx context.Context) error {
 	return nil
 }
 
-// voterLoop adds control nodes seen in gossip to the raft configuration.
+// voterLoop adds control nodes and witnesses seen in gossip to the raft
+// configuration.
 func (a *Agent) voterLoop(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -513,7 +524,8 @@ func (a *Agent) voterLoop(ctx context.Context) {
 				in[string(s.ID)] = true
 			}
 			for _, m := range a.cons.Members() {
-				if m.Meta.Role != "control" || !m.Alive || in[m.Name] || m.Meta.Raft == "" {
+				witness := m.Meta.Role == consensus.RoleWitness && consensus.IsWitness(m.Name)
+				if (m.Meta.Role != "control" && !witness) || !m.Alive || in[m.Name] || m.Meta.Raft == "" {
 					continue
 				}
 				a.log.Info("adding voter", "node", m.Name, "addr", m.Meta.Raft)

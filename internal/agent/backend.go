@@ -116,6 +116,7 @@ func (a *Agent) Status(ctx context.Context) (*api.Status, error) {
 		}
 		st.Warnings = append(st.Warnings, coordinator.FenceWarnings(s)...)
 	})
+	a.quorumStatus(st, gossip) // quorum.go: witnesses, warnings, wait-for-all
 	return st, nil
 }
 
@@ -286,6 +287,9 @@ func (a *Agent) Nodes(ctx context.Context) ([]api.Node, error) {
 
 // NodeAction implements httpapi.Backend.
 func (a *Agent) NodeAction(ctx context.Context, node, action, author string) error {
+	if action == "confirm-down" {
+		return a.confirmDown(node) // quorum.go
+	}
 	t, f := true, false
 	cmd := &state.Command{Type: state.CmdNodeAdmin, Time: time.Now(), NodeName: node, Author: author}
 	switch action {
@@ -298,7 +302,7 @@ func (a *Agent) NodeAction(ctx context.Context, node, action, author string) err
 	case "unmaintenance":
 		cmd.Maintenance = &f
 	default:
-		return fmt.Errorf("%w: unknown node action %q (standby | unstandby | maintenance | unmaintenance)", errs.ErrBadRequest, action)
+		return fmt.Errorf("%w: unknown node action %q (standby | unstandby | maintenance | unmaintenance | confirm-down)", errs.ErrBadRequest, action)
 	}
 	if err := a.leaderOnly(); err != nil {
 		return err
@@ -326,6 +330,9 @@ func (a *Agent) nodeExists(node string) error {
 // RemoveNode implements httpapi.Backend.
 func (a *Agent) RemoveNode(ctx context.Context, node, author string) error {
 	if err := a.leaderOnly(); err != nil {
+		return err
+	}
+	if ok, err := a.removeWitness(node); ok { // quorum.go
 		return err
 	}
 	if err := a.nodeExists(node); err != nil {

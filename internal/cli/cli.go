@@ -46,11 +46,12 @@ type command struct {
 func commands() []command {
 	return []command{
 		{name: "agent", summary: "run a paceline agent (a cluster node)", run: cmdAgent},
+		{name: "witness", summary: "run a quorum witness: the third vote of a two-node cluster (docs/quorum.md)", run: cmdWitness},
 		{name: "demo", summary: "run a local 3-node demo cluster with sample services (no root needed)", run: cmdDemo},
 		{name: "status", summary: "show nodes, leader, quorum, resources and recent events", run: cmdStatus},
 		{name: "apply", summary: "apply a spec: paceline apply -f spec.yaml [--dry-run]", run: cmdApply},
 		{name: "spec", summary: "spec get | diff -f FILE | history | rollback VERSION", run: cmdSpec},
-		{name: "node", summary: "node list | standby | unstandby | maintenance | unmaintenance | remove NODE", run: cmdNode},
+		{name: "node", summary: "node list | standby | unstandby | maintenance | unmaintenance | confirm-down | remove NODE", run: cmdNode},
 		{name: "resource", summary: "resource list | show | move | ban | clear | cleanup | restart | enable | disable | failcount | manage | unmanage", run: cmdResource},
 		{name: "fence", summary: "fence NODE [--off|--reboot|--on] | fence confirm NODE | fence history | status | check", run: cmdFence},
 		{name: "simulate", summary: "what the scheduler would do now or after losing nodes: simulate [--node-down NODE]... [--spec FILE]", run: cmdSimulate},

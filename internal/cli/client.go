@@ -78,12 +78,26 @@ func renderStatus(w io.Writer, st *api.Status) {
 	if st.Maintenance {
 		fmt.Fprintln(w, "*** cluster maintenance mode: nothing is started or stopped ***")
 	}
+	for _, warn := range st.Warnings {
+		fmt.Fprintf(w, "WARNING: %s\n", warn)
+	}
+	if len(st.WaitingFor) > 0 {
+		fmt.Fprintf(w, "*** wait-for-all: nothing starts until every control node has been seen at once; waiting for %s (if one is down for good: `paceline node confirm-down NODE`) ***\n", strings.Join(st.WaitingFor, ", "))
+	}
 	fmt.Fprintf(w, "\nNodes (%d):\n", len(st.Nodes))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, n := range st.Nodes {
 		state := "online"
 		if !n.Online {
 			state = "OFFLINE"
+		}
+		since := "since " + n.Since.Local().Format("15:04:05")
+		if n.Role == "witness" {
+			// A witness votes and runs nothing: it is reachable or not.
+			state, since = "voting", ""
+			if !n.Online {
+				state = "UNREACHABLE"
+			}
 		}
 		var flags []string
 		if n.Leader {
@@ -98,7 +112,7 @@ func renderStatus(w io.Writer, st *api.Status) {
 		if n.Role == "control" && !n.Voter {
 			flags = append(flags, "not-a-voter")
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\tsince %s\t%s\n", n.Name, n.Role, state, n.APIAddr, n.Since.Local().Format("15:04:05"), strings.Join(flags, ","))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Role, state, n.APIAddr, since, strings.Join(flags, ","))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nResources (%d):\n", len(st.Resources))
@@ -331,7 +345,7 @@ func cmdSpec(e *env, args []string) int {
 
 func cmdNode(e *env, args []string) int {
 	if len(args) == 0 {
-		fmt.Fprintln(e.stderr, "usage: paceline node list | standby NODE | unstandby NODE | maintenance NODE | unmaintenance NODE | remove NODE")
+		fmt.Fprintln(e.stderr, "usage: paceline node list | standby NODE | unstandby NODE | maintenance NODE | unmaintenance NODE | confirm-down NODE | remove NODE")
 		return ExitUsage
 	}
 	sub, args := args[0], args[1:]
@@ -358,6 +372,9 @@ func cmdNode(e *env, args []string) int {
 			if !n.Online {
 				state = "offline"
 			}
+			if n.Role == "witness" {
+				state = map[bool]string{true: "voting", false: "unreachable"}[n.Online]
+			}
 			var f []string
 			for _, x := range []struct {
 				on   bool
@@ -370,7 +387,7 @@ func cmdNode(e *env, args []string) int {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, n.Role, state, n.APIAddr, strings.Join(f, ","))
 		}
 		tw.Flush()
-	case "standby", "unstandby", "maintenance", "unmaintenance", "remove":
+	case "standby", "unstandby", "maintenance", "unmaintenance", "confirm-down", "remove":
 		if len(pos) != 1 {
 			fmt.Fprintf(e.stderr, "usage: paceline node %s NODE\n", sub)
 			return ExitUsage
@@ -385,7 +402,7 @@ func cmdNode(e *env, args []string) int {
 		}
 		fmt.Fprintf(e.stdout, "node %s: %s done\n", pos[0], sub)
 	default:
-		fmt.Fprintf(e.stderr, "unknown node subcommand %q (list | standby | unstandby | maintenance | unmaintenance | remove)\n", sub)
+		fmt.Fprintf(e.stderr, "unknown node subcommand %q (list | standby | unstandby | maintenance | unmaintenance | confirm-down | remove)\n", sub)
 		return ExitUsage
 	}
 	return ExitOK

@@ -54,6 +54,10 @@ type Options struct {
 	Lease, Margin time.Duration
 	// Name is the cluster name (default "ct").
 	Name string
+	// Witness adds a quorum witness (`paceline witness`, witness.go) that
+	// bootstraps with the N control nodes (N 2 makes the two-node cluster
+	// of docs/quorum.md).
+	Witness bool
 }
 
 // Cluster is a set of in-process agents on one faultnet.
@@ -64,6 +68,8 @@ type Cluster struct {
 	Name  string
 	Token string
 	Nodes []*Node
+	// Witness is the quorum witness (nil without Options.Witness).
+	Witness *WitnessNode
 
 	tlsDir string
 	logf   *os.File
@@ -129,6 +135,9 @@ func New(t testing.TB, opts Options) *Cluster {
 			t.Fatal(err)
 		}
 		cfg.BootstrapExpect = opts.N
+		if opts.Witness {
+			cfg.BootstrapExpect = opts.N + 1
+		}
 		cfg.JoinToken = c.Token
 		cfg.Lease.Duration, cfg.Lease.Margin = time.Second, 100*time.Millisecond
 		if d, err := time.ParseDuration(os.Getenv(LeaseEnv)); err == nil && d > 0 {
@@ -153,6 +162,10 @@ func New(t testing.TB, opts Options) *Cluster {
 	}
 	for _, n := range c.Nodes {
 		n.Cfg.Join = apis
+	}
+	if opts.Witness {
+		c.Witness = c.newWitness(opts, apis)
+		c.Witness.Start()
 	}
 	for _, n := range c.Nodes {
 		n.Start()
@@ -211,6 +224,10 @@ func (c *Cluster) cleanup() {
 	for _, n := range c.Nodes {
 		wg.Add(1)
 		go func() { defer wg.Done(); n.Stop() }()
+	}
+	if c.Witness != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.Witness.Stop() }()
 	}
 	stopped := make(chan struct{})
 	go func() { wg.Wait(); close(stopped) }()

@@ -22,7 +22,8 @@ import (
 type Config struct {
 	NodeName    string `yaml:"nodeName"`
 	ClusterName string `yaml:"clusterName"`
-	// Role is control (votes in raft) or remote (no vote).
+	// Role is control (votes in raft), remote (no vote) or witness (votes,
+	// runs nothing: `paceline witness`, docs/quorum.md).
 	Role string `yaml:"role"`
 	// BindAddr is the IP the agent listens on; AdvertiseAddr the IP other
 	// nodes reach it at (default: BindAddr, or the first non-loopback IP
@@ -49,6 +50,19 @@ type Config struct {
 	Agents Agents `yaml:"agents"`
 	// Discovery configures the discovery DNS server (docs/discovery.md).
 	Discovery Discovery `yaml:"discovery"`
+	// Quorum holds the quorum options (docs/quorum.md).
+	Quorum Quorum `yaml:"quorum"`
+}
+
+// Quorum holds quorum options, like corosync's votequorum section.
+type Quorum struct {
+	// WaitForAll: when true, the leader starts no resource after a start
+	// of its agent until it has seen every control node of the raft
+	// configuration alive at once (`paceline node confirm-down NODE`
+	// releases the wait for a node known to be down). Unset: true when the
+	// cluster has exactly two control nodes (corosync's two_node default),
+	// else false.
+	WaitForAll *bool `yaml:"waitForAll"`
 }
 
 // Discovery configures the DNS server answering NAME.service.DOMAIN,
@@ -199,7 +213,7 @@ func Decode(data []byte, c *Config) error {
 			for i, m := range te.Errors {
 				msgs[i] = nameField(&root, m)
 			}
-			return fmt.Errorf("%s (fields are: nodeName, clusterName, role, bindAddr, advertiseAddr, ports{api,raft,gossip,coarse}, dataDir, join, bootstrapExpect, labels, joinToken, joinTokenFile, tls{ca,cert,key}, lease{duration,margin}, logLevel)", strings.Join(msgs, "; "))
+			return fmt.Errorf("%s (fields are: nodeName, clusterName, role, bindAddr, advertiseAddr, ports{api,raft,gossip,coarse}, dataDir, join, bootstrapExpect, labels, joinToken, joinTokenFile, tls{ca,cert,key}, lease{duration,margin}, raft{heartbeat,election,leaderLease}, logLevel, agents, discovery, quorum{waitForAll})", strings.Join(msgs, "; "))
 		}
 		return err
 	}
@@ -304,8 +318,12 @@ func (c *Config) Validate() error {
 	} else if !nameRE.MatchString(c.ClusterName) {
 		bad("clusterName", "%q must be lowercase letters, digits and '-'", c.ClusterName)
 	}
-	if c.Role != "control" && c.Role != "remote" {
-		bad("role", "%q is not a role (control | remote)", c.Role)
+	switch c.Role {
+	case "control", "remote":
+	case RoleWitness:
+		c.validateWitness(bad)
+	default:
+		bad("role", "%q is not a role (control | remote | witness)", c.Role)
 	}
 	if net.ParseIP(c.BindAddr) == nil {
 		bad("bindAddr", "%q is not an IP address", c.BindAddr)
@@ -330,10 +348,13 @@ func (c *Config) Validate() error {
 		bad("dataDir", "required")
 	}
 	if c.BootstrapExpect < 0 || c.BootstrapExpect > 7 || (c.BootstrapExpect > 1 && c.BootstrapExpect%2 == 0) {
-		bad("bootstrapExpect", "%d: use 1 (single node), 3, 5 or 7 (an even number of voters survives no more failures than one fewer; two nodes need a witness, not supported yet)", c.BootstrapExpect)
+		bad("bootstrapExpect", "%d: use 1 (single node), 3, 5 or 7 (an even number of voters survives no more failures than one fewer); two control nodes and a `paceline witness` bootstrap with 3", c.BootstrapExpect)
 	}
 	if c.Role == "remote" && c.BootstrapExpect > 0 {
 		bad("bootstrapExpect", "remote nodes do not vote and cannot bootstrap a cluster; set it on control nodes")
+	}
+	if c.Role == RoleWitness && c.BootstrapExpect > 0 {
+		bad("bootstrapExpect", "a witness does not bootstrap a cluster; set bootstrapExpect: 3 on the two control nodes and give the witness their API addresses in join")
 	}
 	if c.BootstrapExpect == 0 && len(c.Join) == 0 {
 		bad("join", "required when bootstrapExpect is 0 (list API addresses of existing nodes)")
@@ -423,4 +444,24 @@ func (c *Config) Advertise() string {
 		}
 	}
 	return "127.0.0.1"
+}
+
+// RoleWitness is the role of `paceline witness` (see internal/qwitness).
+const RoleWitness = "witness"
+
+// validateWitness refuses the settings a witness has no use for, so that a
+// copied agent config does not silently mean something else.
+func (c *Config) validateWitness(bad func(field, format string, a ...any)) {
+	if len(c.Labels) > 0 {
+		bad("labels", "a witness runs no resources; remove labels")
+	}
+	if c.Discovery.DNS != "" {
+		bad("discovery.dns", "a witness serves no discovery; remove discovery.dns")
+	}
+	if c.Quorum.WaitForAll != nil {
+		bad("quorum.waitForAll", "set it on the control nodes (their leader applies it), not on the witness")
+	}
+	if c.NodeName != "" && strings.Contains(c.NodeName, ":") {
+		bad("nodeName", "%q must not contain ':'", c.NodeName)
+	}
 }

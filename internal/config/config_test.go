@@ -197,6 +197,21 @@ func TestValidate(t *testing.T) {
 		{"discovery ttl below a second", func(c *Config) { c.Discovery.TTL = 500 * time.Millisecond }, "discovery.ttl:"},
 		{"discovery ttl above an hour", func(c *Config) { c.Discovery.TTL = 2 * time.Hour }, "discovery.ttl:"},
 		{"discovery bad domain", func(c *Config) { c.Discovery.Domain = "a..b" }, "discovery.domain:"},
+		{"witness joins", func(c *Config) { c.Role = RoleWitness; c.BootstrapExpect = 0; c.Join = []string{"10.0.0.1:7480"} }, ""},
+		{"witness bootstraps", func(c *Config) { c.Role = RoleWitness }, "bootstrapExpect: a witness does not bootstrap"},
+		{"witness labels", func(c *Config) {
+			c.Role, c.BootstrapExpect, c.Join, c.Labels = RoleWitness, 0, []string{"10.0.0.1:7480"}, map[string]string{"a": "b"}
+		}, "labels: a witness runs no resources"},
+		{"witness dns", func(c *Config) {
+			c.Role, c.BootstrapExpect, c.Join, c.Discovery.DNS = RoleWitness, 0, []string{"10.0.0.1:7480"}, "127.0.0.1:8600"
+		}, "discovery.dns: a witness"},
+		{"witness waitForAll", func(c *Config) {
+			yes := true
+			c.Role, c.BootstrapExpect, c.Join, c.Quorum.WaitForAll = RoleWitness, 0, []string{"10.0.0.1:7480"}, &yes
+		}, "quorum.waitForAll: set it on the control nodes"},
+		{"control waitForAll", func(c *Config) { no := false; c.Quorum.WaitForAll = &no }, ""},
+		{"bootstrap 2 names the witness", func(c *Config) { c.BootstrapExpect = 2 }, "two control nodes and a `paceline witness` bootstrap with 3"},
+		{"unknown role", func(c *Config) { c.Role = "arbiter" }, "(control | remote | witness)"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -323,5 +338,26 @@ func TestDecodeTypeErrorsNameTheField(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Decode(%q) = %v, want it to contain %q", in, err, want)
 		}
+	}
+}
+
+func TestQuorumYAML(t *testing.T) {
+	c := valid()
+	if c.Quorum.WaitForAll != nil {
+		t.Fatal("waitForAll set by default; unset means: on for two control nodes")
+	}
+	if err := Decode([]byte("quorum:\n  waitForAll: false\n"), &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Quorum.WaitForAll == nil || *c.Quorum.WaitForAll {
+		t.Fatalf("waitForAll = %v, want false", c.Quorum.WaitForAll)
+	}
+	err := Decode([]byte("quorum:\n  waitForAll: maybe\n"), &c)
+	if err == nil || !strings.Contains(err.Error(), "line 2: quorum.waitForAll") {
+		t.Fatalf("bad waitForAll: %v", err)
+	}
+	err = Decode([]byte("quorum:\n  wait_for_all: true\n"), &c)
+	if err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("unknown quorum field: %v", err)
 	}
 }

@@ -55,7 +55,7 @@ type Meta struct {
 type Config struct {
 	NodeName    string
 	ClusterName string
-	Role        string // "control" or "remote"
+	Role        string // "control", "remote" or "witness" (see witness.go)
 	DataDir     string
 	// BindAddr is the IP to listen on; AdvertiseAddr the IP others use.
 	BindAddr, AdvertiseAddr string
@@ -105,6 +105,7 @@ type Node struct {
 	coarse *memberlist.Memberlist
 	store  *raftboltdb.BoltStore
 	trans  *raft.NetworkTransport
+	wtrans *witnessTransport // the witness's filter over trans (nil on other nodes)
 
 	mu        sync.Mutex
 	bootstrap bool
@@ -155,7 +156,7 @@ func Start(cfg Config) (*Node, error) {
 	if err := CheckDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	if cfg.Role == "control" {
+	if cfg.Role == "control" || cfg.Role == RoleWitness {
 		if err := n.startRaft(); err != nil {
 			n.Shutdown()
 			return nil, err
@@ -173,7 +174,7 @@ func Start(cfg Config) (*Node, error) {
 func (n *Node) startRaft() error {
 	c := n.cfg
 	rc := raft.DefaultConfig()
-	rc.LocalID = raft.ServerID(c.NodeName)
+	rc.LocalID = raft.ServerID(n.memberName())
 	rc.HeartbeatTimeout = c.Timings.Heartbeat
 	rc.ElectionTimeout = c.Timings.Election
 	rc.LeaderLeaseTimeout = c.Timings.LeaderLeaseTimeout
@@ -215,9 +216,18 @@ func (n *Node) startRaft() error {
 	// replicating to that follower for good while heartbeats go on, and
 	// Raft.Shutdown hangs. Synchronous replication costs nothing on a LAN.
 	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 3, MaxRPCsInFlight: 1, Timeout: 2 * time.Second, Logger: rc.Logger})
-	r, err := raft.NewRaft(rc, c.FSM, store, store, snaps, n.trans)
+	var trans raft.Transport = n.trans
+	if c.Role == RoleWitness {
+		n.wtrans = newWitnessTransport(n.trans, rc.ElectionTimeout)
+		trans = n.wtrans
+	}
+	r, err := raft.NewRaft(rc, c.FSM, store, store, snaps, trans)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
+	}
+	if n.wtrans != nil {
+		lc := r.LastContact
+		n.wtrans.contact.Store(&lc)
 	}
 	n.Raft = r
 	has, err := raft.HasExistingState(store, store, snaps)
@@ -226,14 +236,14 @@ func (n *Node) startRaft() error {
 	}
 	n.bootstrap = !has && c.BootstrapExpect > 0
 	if n.bootstrap && c.BootstrapExpect == 1 {
-		n.tryBootstrap([]Member{{Name: c.NodeName, Meta: n.meta()}})
+		n.tryBootstrap([]Member{{Name: n.memberName(), Meta: n.meta()}})
 	}
 	return nil
 }
 
 func (n *Node) meta() Meta {
 	m := Meta{Cluster: n.cfg.ClusterName, Role: n.cfg.Role, API: n.cfg.APIAddr, Coarse: n.cfg.CoarsePort}
-	if n.cfg.Role == "control" {
+	if n.cfg.Role == "control" || n.cfg.Role == RoleWitness {
 		m.Raft = net.JoinHostPort(n.cfg.AdvertiseAddr, strconv.Itoa(n.cfg.RaftPort))
 	}
 	return m
@@ -268,7 +278,7 @@ func (n *Node) startGossip() error {
 			mc.GossipInterval = time.Second
 			mc.PushPullInterval = 120 * time.Second
 		}
-		mc.Name = c.NodeName
+		mc.Name = n.memberName()
 		mc.BindAddr = c.BindAddr
 		mc.BindPort = port
 		mc.AdvertiseAddr = c.AdvertiseAddr
@@ -296,12 +306,12 @@ func (n *Node) startGossip() error {
 		return ml, nil
 	}
 	var err error
-	if c.Role == "control" {
+	if c.Role == "control" || c.Role == RoleWitness {
 		if n.fast, err = mk(true, c.GossipPort); err != nil {
 			return err
 		}
 	}
-	if c.CoarsePort > 0 {
+	if c.CoarsePort > 0 && c.Role != RoleWitness {
 		if n.coarse, err = mk(false, c.CoarsePort); err != nil {
 			return err
 		}
@@ -312,7 +322,7 @@ func (n *Node) startGossip() error {
 // JoinFast joins the fast pool through the given gossip addresses.
 func (n *Node) JoinFast(addrs []string) (int, error) {
 	if n.fast == nil {
-		return 0, errors.New("not a control node")
+		return 0, errors.New("not a control node or witness")
 	}
 	return n.fast.Join(addrs)
 }
@@ -373,14 +383,8 @@ func (n *Node) membersChanged() {
 	boot := n.bootstrap
 	n.mu.Unlock()
 	if boot {
-		var ctl []Member
-		for _, m := range n.Members() {
-			if m.Meta.Role == "control" && m.Alive {
-				ctl = append(ctl, m)
-			}
-		}
-		if len(ctl) >= n.cfg.BootstrapExpect {
-			n.tryBootstrap(ctl[:n.cfg.BootstrapExpect])
+		if ms := bootstrapSet(n.Members(), n.cfg.BootstrapExpect); ms != nil {
+			n.tryBootstrap(ms)
 		}
 	}
 	if n.cfg.OnMembers != nil {
@@ -452,7 +456,9 @@ func (n *Node) Shutdown() {
 	if n.Raft != nil {
 		_ = n.Raft.Shutdown().Error()
 	}
-	if n.trans != nil {
+	if n.wtrans != nil {
+		_ = n.wtrans.Close()
+	} else if n.trans != nil {
 		_ = n.trans.Close()
 	}
 	if n.store != nil {
