@@ -18,9 +18,11 @@ var (
 		"how long faults are injected (env PL_ROBUSTNESS_DURATION)")
 	flagSeed = flag.Int64("robustness.seed", envInt("PL_ROBUSTNESS_SEED", 0),
 		"seed of the fault schedule; 0 picks one from the clock and prints it (env PL_ROBUSTNESS_SEED)")
-	flagAgentPause = flag.Bool("robustness.agent-pause", os.Getenv("PL_ROBUSTNESS_AGENT_PAUSE") == "1",
-		"include agent pause faults (SIGSTOP of the agent alone) in TestRobustness (env PL_ROBUSTNESS_AGENT_PAUSE=1); "+
-			"off by default: see agentPauseGap")
+	flagAgentPause = flag.Bool("robustness.agent-pause", os.Getenv("PL_ROBUSTNESS_AGENT_PAUSE") != "0",
+		"include agent pause faults (SIGSTOP of the agent alone) in TestRobustness (on by default since the lease guards; "+
+			"env PL_ROBUSTNESS_AGENT_PAUSE=0 leaves them out)")
+	flagPauseOnly = flag.Bool("robustness.pause-only", os.Getenv("PL_ROBUSTNESS_PAUSE_ONLY") == "1",
+		"also run TestRobustnessAgentPause, a run of agent pauses only (env PL_ROBUSTNESS_PAUSE_ONLY=1)")
 )
 
 func envDuration(name string, def time.Duration) time.Duration {
