@@ -101,10 +101,19 @@ func (a *Agent) renewOnce(ctx context.Context, addr string, req api.Renew, timeo
 		a.metrics.Renewals.WithLabelValues("ok").Inc()
 		a.metrics.RenewLatency.Observe(time.Since(sent).Seconds())
 		wasValid := a.holder.Valid(time.Now())
+		if !wasValid {
+			// The end of a lease gap: raise the index exclusive starts
+			// wait for *before* the lease becomes valid. In the other
+			// order an instance could start (or restart in place) from
+			// assignments older than a reassignment made while this node
+			// was cut off (I4; seen once as an overlap in
+			// TestMinorityPartitionHolder).
+			a.exec.LeaseRegained(ack.Index)
+		}
 		a.exec.LeaseRenewed(a.holder.Acked(sent)) // the lease guards follow the deadline
 		a.setLeaderAPI(addr)
 		if !wasValid {
-			a.exec.LeaseRegained(ack.Index)
+			a.exec.Reconcile() // the lease is valid now: waiting instances may act
 		}
 		a.readyOnce.Do(func() { close(a.ready) })
 	}
