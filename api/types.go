@@ -194,6 +194,10 @@ type Renew struct {
 	// Ranks are the ordered-bootstrap ranks of resources with a bootstrap
 	// hook that do not run on this node (resource → rank).
 	Ranks map[string]BootstrapRank `json:"ranks,omitempty"`
+	// WatchdogMS is the node's hardware watchdog timeout (0: none): a
+	// node that keeps exclusive resources past its lease resets within
+	// it (docs/safety.md).
+	WatchdogMS int64 `json:"watchdogMs,omitempty"`
 }
 
 // BootstrapRank is the outcome of a resource's bootstrap rank command.

@@ -41,6 +41,7 @@ import (
 	"github.com/paceline/paceline/internal/metrics"
 	"github.com/paceline/paceline/internal/state"
 	"github.com/paceline/paceline/internal/tlsutil"
+	"github.com/paceline/paceline/internal/watchdog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -67,6 +68,9 @@ type Agent struct {
 	holder *lease.Holder
 	exec   *executor.Executor
 	ranks  ranks // ordered-bootstrap ranks (bootstrap.go)
+	// watchdogMS is the hardware watchdog's timeout (0: none), reported
+	// with renewals so the leader can count on the reset.
+	watchdogMS int64
 
 	serverTLS, clientTLS *tls.Config
 	raftTLS              *tls.Config // mutual TLS for raft
@@ -246,6 +250,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.httpSrv = &http.Server{Handler: a.withMetrics(srv), ReadHeaderTimeout: 10 * time.Second}
 
+	var wd *watchdog.Device
+	if cfg.Watchdog.Device != "" {
+		if wd, err = watchdog.Open(cfg.Watchdog.Device, cfg.WatchdogTimeout()); err != nil {
+			_ = ln.Close()
+			a.stopDNS()
+			return err
+		}
+		a.watchdogMS = wd.Timeout().Milliseconds()
+		a.log.Info("watchdog armed: petted while this node may keep its exclusive resources", "device", cfg.Watchdog.Device, "timeout", wd.Timeout())
+	}
 	cons, err := consensus.Start(consensus.Config{NodeName: cfg.NodeName, ClusterName: cfg.ClusterName, Role: cfg.Role, DataDir: cfg.DataDir,
 		BindAddr: cfg.BindAddr, AdvertiseAddr: a.adv, RaftPort: cfg.Ports.Raft, GossipPort: cfg.Ports.Gossip, CoarsePort: cfg.Ports.Coarse,
 		APIAddr: a.apiAddr, BootstrapExpect: cfg.BootstrapExpect, JoinToken: a.joinToken, ServerTLS: a.raftTLS, ClientTLS: a.clientTLS,
@@ -285,6 +299,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	goRun(a.failureLoop)
 	goRun(a.discoveryLoop)
 	goRun(a.rankLoop)
+	if wd != nil {
+		goRun(func(ctx context.Context) {
+			t := time.NewTicker(min(250*time.Millisecond, wd.Timeout()/4))
+			defer t.Stop()
+			watchdog.Run(ctx, wd, t.C, a.watchdogOK, a.log.With("sub", "watchdog"))
+		})
+	}
 	goRun(a.lbLoop)
 
 	var runErr error

@@ -76,7 +76,7 @@ func (a *Agent) renewRequest() api.Renew {
 		Applied: a.exec.Applied(), Active: a.exec.Active(), Leaving: a.leaving.Load(),
 		LeaseMS: a.lp.L.Milliseconds(), MarginMS: a.lp.Margin.Milliseconds(),
 		Incarnation: a.incarnation, Seq: a.renewSeq.Add(1), ProbesDone: a.exec.ProbesDone(),
-		Attributes: a.exec.NodeAttributes(), Ranks: a.ranks.current()}
+		Attributes: a.exec.NodeAttributes(), Ranks: a.ranks.current(), WatchdogMS: a.watchdogMS}
 	if a.cfg.Role == "control" {
 		r.RaftAddr = net.JoinHostPort(a.adv, strconv.Itoa(a.cfg.Ports.Raft))
 	}
@@ -388,4 +388,13 @@ func (a *Agent) noQuorumPolicy() string {
 func (a *Agent) keepsWithoutQuorum() bool {
 	p := a.noQuorumPolicy()
 	return p == spec.NoQuorumFreeze || p == spec.NoQuorumIgnore
+}
+
+// watchdogOK tells the watchdog loop whether to pet: while the lease is
+// valid, while nothing exclusive is active here (a self-fence that
+// completed), or while noQuorumPolicy keeps resources without a lease. A
+// hung agent stops petting by itself; so does one whose self-fence does
+// not complete: then the machine resets within the watchdog timeout.
+func (a *Agent) watchdogOK() bool {
+	return a.holder.Valid(time.Now()) || !a.exec.HasExclusive() || a.keepsWithoutQuorum()
 }

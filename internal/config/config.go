@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -52,6 +53,28 @@ type Config struct {
 	Discovery Discovery `yaml:"discovery"`
 	// Quorum holds the quorum options (docs/quorum.md).
 	Quorum Quorum `yaml:"quorum"`
+	// Watchdog is an optional hardware watchdog for self-fencing
+	// (docs/safety.md, "Hardware watchdog").
+	Watchdog Watchdog `yaml:"watchdog"`
+}
+
+// Watchdog configures the hardware watchdog.
+type Watchdog struct {
+	// Device is the watchdog device, e.g. /dev/watchdog; empty: none.
+	Device string `yaml:"device"`
+	// Timeout is how long after the last pet the machine resets (whole
+	// seconds; default 2 × the lease duration, at least 1s).
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// WatchdogTimeout is the configured timeout or its default.
+func (c *Config) WatchdogTimeout() time.Duration {
+	if c.Watchdog.Timeout > 0 {
+		return c.Watchdog.Timeout
+	}
+	d := 2 * c.Lease.Duration
+	d = (d + time.Second - 1) / time.Second * time.Second
+	return max(d, time.Second)
 }
 
 // Quorum holds quorum options, like corosync's votequorum section.
@@ -213,7 +236,7 @@ func Decode(data []byte, c *Config) error {
 			for i, m := range te.Errors {
 				msgs[i] = nameField(&root, m)
 			}
-			return fmt.Errorf("%s (fields are: nodeName, clusterName, role, bindAddr, advertiseAddr, ports{api,raft,gossip,coarse}, dataDir, join, bootstrapExpect, labels, joinToken, joinTokenFile, tls{ca,cert,key}, lease{duration,margin}, raft{heartbeat,election,leaderLease}, logLevel, agents, discovery, quorum{waitForAll})", strings.Join(msgs, "; "))
+			return fmt.Errorf("%s (fields are: nodeName, clusterName, role, bindAddr, advertiseAddr, ports{api,raft,gossip,coarse}, dataDir, join, bootstrapExpect, labels, joinToken, joinTokenFile, tls{ca,cert,key}, lease{duration,margin}, raft{heartbeat,election,leaderLease}, logLevel, agents, discovery, quorum{waitForAll}, watchdog{device,timeout})", strings.Join(msgs, "; "))
 		}
 		return err
 	}
@@ -376,6 +399,17 @@ func (c *Config) Validate() error {
 	if c.Lease.Duration <= 0 {
 		bad("lease.duration", "must be positive (default 400ms on control nodes, 2s on remote nodes)")
 	}
+	if w := c.Watchdog; w.Device != "" || w.Timeout != 0 {
+		switch {
+		case w.Device == "":
+			bad("watchdog.device", "timeout is set but no device: set device (e.g. /dev/watchdog) or remove the watchdog section")
+		case !filepath.IsAbs(w.Device):
+			bad("watchdog.device", "%q must be an absolute path, e.g. /dev/watchdog", w.Device)
+		}
+		if w.Timeout != 0 && (w.Timeout < time.Second || w.Timeout > 5*time.Minute || w.Timeout%time.Second != 0) {
+			bad("watchdog.timeout", "%v: a watchdog counts whole seconds; use 1s to 5m (default 2 × lease.duration, at least 1s)", w.Timeout)
+		}
+	}
 	if c.Lease.Margin <= 0 || 2*c.Lease.Margin >= c.Lease.Duration {
 		bad("lease.margin", "%v must be positive and less than half of lease.duration %v", c.Lease.Margin, c.Lease.Duration)
 	}
@@ -454,6 +488,9 @@ const RoleWitness = "witness"
 func (c *Config) validateWitness(bad func(field, format string, a ...any)) {
 	if len(c.Labels) > 0 {
 		bad("labels", "a witness runs no resources; remove labels")
+	}
+	if c.Watchdog.Device != "" {
+		bad("watchdog.device", "a witness runs no resources and needs no watchdog; remove it")
 	}
 	if c.Discovery.DNS != "" {
 		bad("discovery.dns", "a witness serves no discovery; remove discovery.dns")

@@ -864,9 +864,19 @@ func (c *Coordinator) leaseDone(n string, r *spec.Resource, now time.Time) (bool
 	if r != nil {
 		wait = driver.FenceWait(r)
 	}
+	// A node with a hardware watchdog stops petting it while exclusive
+	// instances outlive its lease: it has reset within the watchdog
+	// timeout (plus one petting interval) after its deadline, which
+	// precedes the expiry. That bounds a script's stop wait.
+	if wd := time.Duration(c.reports[n].r.WatchdogMS) * time.Millisecond; wd > 0 && wd+watchdogPetSlack < wait {
+		wait = wd + watchdogPetSlack
+	}
 	at := t.ExpiresAt(n).Add(wait)
 	return !now.Before(at), at
 }
+
+// watchdogPetSlack is the agent's longest interval between two pets.
+const watchdogPetSlack = 250 * time.Millisecond
 
 // isRecovery reports whether slot k is being recovered from a lost node.
 func (c *Coordinator) isRecovery(k string) bool {
