@@ -474,6 +474,7 @@ func (a *Agent) leadership(ctx context.Context) {
 				a.log.Info("lost leadership")
 				continue
 			}
+			since := time.Now() // after the election: the lease rule may count from here
 			a.metrics.Leader.Set(1)
 			a.log.Info("became leader")
 			lctx, c := context.WithCancel(ctx)
@@ -481,13 +482,13 @@ func (a *Agent) leadership(ctx context.Context) {
 			done = make(chan struct{})
 			go func() {
 				defer close(done)
-				a.lead(lctx)
+				a.lead(lctx, since)
 			}()
 		}
 	}
 }
 
-func (a *Agent) lead(ctx context.Context) {
+func (a *Agent) lead(ctx context.Context, since time.Time) {
 	if err := a.cons.Raft.Barrier(10 * time.Second).Error(); err != nil {
 		a.log.Warn("barrier failed; waiting for the next term", "err", err)
 		return
@@ -505,7 +506,8 @@ func (a *Agent) lead(ctx context.Context) {
 	if !a.waitForAll(ctx) {
 		return
 	}
-	c := coordinator.New(coordinator.Config{Cluster: a.cfg.ClusterName, FSM: a.fsm, Raft: a, Lease: a.lp, Table: a.table, Logger: a.log.With("sub", "coordinator"), Metrics: a.metrics})
+	c := coordinator.New(coordinator.Config{Cluster: a.cfg.ClusterName, FSM: a.fsm, Raft: a, Lease: a.lp, Table: a.table, Logger: a.log.With("sub", "coordinator"), Metrics: a.metrics,
+		LeaderSince: since})
 	a.mu.Lock()
 	a.coord = c
 	a.mu.Unlock()

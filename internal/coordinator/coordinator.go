@@ -52,6 +52,11 @@ type Config struct {
 	Now     func() time.Time
 	// Metrics, optional.
 	Metrics *metrics.Metrics
+	// LeaderSince is when raft reported this node leader (zero: when Run
+	// starts). Silent nodes are judged from it (lease.Table.BecameLeader):
+	// any moment after the election is safe, and the earlier the sooner a
+	// node lost with the old leader is recovered.
+	LeaderSince time.Time
 }
 
 type report struct {
@@ -126,7 +131,11 @@ func (c *Coordinator) poke() {
 // barrier, so the FSM holds every committed entry.
 func (c *Coordinator) Run(ctx context.Context) error {
 	t := c.cfg.Table
-	t.BecameLeader(c.now())
+	since := c.now()
+	if s := c.cfg.LeaderSince; !s.IsZero() && s.Before(since) {
+		since = s
+	}
+	t.BecameLeader(since)
 	// Nodes keep the lease timings they declared to earlier leaders.
 	c.cfg.FSM.Read(func(s *state.State) {
 		for _, n := range s.Nodes {
