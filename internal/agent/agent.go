@@ -68,6 +68,9 @@ type Agent struct {
 	holder *lease.Holder
 	exec   *executor.Executor
 	ranks  ranks // ordered-bootstrap ranks (bootstrap.go)
+	// lastLeaderMove is when this agent last handed leadership away
+	// (leaderplace.go); a time.Time.
+	lastLeaderMove atomic.Value
 	// watchdogMS is the hardware watchdog's timeout (0: none), reported
 	// with renewals so the leader can count on the reset.
 	watchdogMS int64
@@ -181,6 +184,7 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 	a.peer.JoinToken = tok
 	a.peer.RetryBusy = false // agents follow the leader hints themselves
 	a.peer.HTTP.Timeout = 0
+	a.lastLeaderMove.Store(time.Time{})
 	return a, nil
 }
 
@@ -512,6 +516,7 @@ func (a *Agent) lead(ctx context.Context, since time.Time) {
 	a.coord = c
 	a.mu.Unlock()
 	go a.voterLoop(ctx)
+	go a.leaderPlacement(ctx, since) // leaderplace.go
 	_ = c.Run(ctx)
 }
 

@@ -162,6 +162,22 @@ func TestVIP(t *testing.T) {
 		hs := labcluster.Holders(st, "plvip")
 		return len(hs) == 1 && hs[0] == first
 	})
+	// Leader placement: raft leadership leaves the vip's holder (a holder
+	// that also leads fails over slowest), and the vip stays where it is.
+	// Put the vip on the leader first, so that the move is always seen.
+	st := c.waitStatus(c.other(first), 30*time.Second, "a leader", func(st *api.Status) bool { return st.Leader != "" })
+	if st.Leader != first {
+		c.mustCLI(c.hosts[0], "resource", "move", "plvip", st.Leader)
+		first = st.Leader
+		waitFor(t, 60*time.Second, "the address on the leader "+first, func() bool {
+			hs := c.addrHolders(vip, "")
+			return len(hs) == 1 && hs[0] == first
+		})
+	}
+	c.waitStatus(c.other(first), 60*time.Second, "raft leadership away from the vip holder "+first, func(st *api.Status) bool {
+		hs := labcluster.Holders(st, "plvip")
+		return st.Leader != "" && st.Leader != first && len(hs) == 1 && hs[0] == first
+	})
 	firstMAC := c.mac(c.host(first))
 	// One ping creates the client's entry (a gratuitous ARP only updates
 	// an existing one: arp_accept is 0).
