@@ -501,3 +501,12 @@ func (c *capBuffer) String() string {
 	}
 	return c.b.String()
 }
+
+// ReasonLeaseGuard is the reason an exclusive instance reports when its
+// lease guard (internal/guard) ended it because the node's hold lease ran
+// out (the agent was paused or cut off): the process class when the guard
+// killed the process, the vip class's monitor when the guard removed the
+// address. It is a self-fence, not a failure of the resource: the
+// executor neither reports nor counts it, and starts the instance again
+// once the lease is back (if it is still assigned here).
+const ReasonLeaseGuard = "ended by its lease guard: the hold lease ran out"

@@ -494,8 +494,14 @@ func (e *Executor) epochOf(i *inst) uint64 {
 // leaseOK reports whether an exclusive action (start of an exclusive
 // instance, promotion) is allowed now: the hold lease is valid and the
 // assignments applied are at least as new as the last lease gap's index.
+//
+// The lease must also outlast the guards' lead (half the margin): a
+// process started later would get a guard that fires at once.
 func (e *Executor) leaseOK() bool {
 	if e.cfg.Holder == nil || !e.cfg.Holder.Valid(e.cfg.Now()) {
+		return false
+	}
+	if !e.cfg.Now().Before(e.cfg.Holder.Deadline().Add(-e.cfg.Holder.Margin() / 2)) {
 		return false
 	}
 	e.mu.Lock()

@@ -306,6 +306,49 @@ func TestSelfFenceKillsExclusiveOnly(t *testing.T) {
 	r.waitRunning("vip", "vip:0", 2)
 }
 
+// TestLeaseGuardKillIsNotAFailure: when the hold lease runs out while
+// nothing renews it (the agent paused), the instance's lease guard kills
+// the process. That is a self-fence, not a failure of the resource: no
+// failure is reported (no fail count, so repeated pauses cannot ban a
+// resource from every node), and the instance starts again once the
+// lease is back.
+func TestLeaseGuardKillIsNotAFailure(t *testing.T) {
+	short := lease.Params{L: 800 * time.Millisecond, Margin: 200 * time.Millisecond, LeaderLeaseTimeout: time.Second}
+	r := newRig(t, func(c *Config) { c.Holder = lease.NewHolder(short) })
+	r.holder = r.e.cfg.Holder
+	r.grant()
+	db := r.resource("db", spec.ModeSingle, "exec sleep 1000")
+	r.update(2, item(db, 0, 2))
+	first := r.waitRunning("db", "db:0", 1)
+	// Nothing renews: the guard fires at the deadline minus its lead.
+	waitUntil(t, "the guard to kill pid "+strconv.Itoa(first.pid), dead(first.pid))
+	waitUntil(t, "the instance to notice", func() bool { return r.state("db:0") == StateStarting })
+	if f := r.Failures(); len(f) != 0 {
+		t.Fatalf("a lease guard's kill was reported as a failure: %+v", f)
+	}
+	never(t, "restarted without a lease", func() bool { return len(r.starts("db")) > 1 })
+	// The lease comes back (the agent resumed): keep it renewed.
+	ctx, cancel := context.WithCancel(context.Background())
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		for ctx.Err() == nil {
+			r.e.LeaseRenewed(r.holder.Acked(time.Now()))
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-renewed })
+	r.e.LeaseRegained(3)
+	r.update(3, item(db, 0, 2))
+	r.waitRunning("db", "db:0", 2)
+	if f := r.Failures(); len(f) != 0 {
+		t.Fatalf("failures after the restart: %+v", f)
+	}
+}
+
 func TestOnFailRestartRestartsInPlace(t *testing.T) {
 	r := newRig(t)
 	// The first start exits 3, the next ones stay up.

@@ -729,6 +729,10 @@ func (e *Executor) monitor(i *inst, l *life, s snapshot) {
 		l.reported = false
 		return
 	case agents.StatusNotRunning:
+		if r.Reason == agents.ReasonLeaseGuard && l.def.Exclusive() {
+			e.guardFenced(i, l)
+			return
+		}
 		if r.Reason == "" {
 			r.Reason = "not running"
 		}
@@ -746,11 +750,33 @@ func (e *Executor) monitor(i *inst, l *life, s snapshot) {
 	e.failure(i, l, s, op, r, string(agents.Monitor))
 }
 
-// processExited handles the process class's own report of a failure.
+// processExited handles the process class's own report of a failure. A
+// kill by the instance's lease guard is a self-fence, not a failure: the
+// instance is stopped without a report or a fail count, and starts again
+// (here or wherever the leader puts it) once the lease is valid and the
+// assignments are fresh, like any exclusive start.
 func (e *Executor) processExited(i *inst, l *life, s snapshot, reason string) {
+	if reason == agents.ReasonLeaseGuard {
+		e.guardFenced(i, l)
+		return
+	}
 	op := driver.Resolve(&l.def, agents.Monitor, "", 0, nil)
 	e.log.Warn("instance failed", "slot", i.key, "reason", reason)
 	e.failure(i, l, s, op, agents.Result{Code: agents.OCFErrGeneric, Status: agents.StatusSoftError, Reason: reason}, "")
+}
+
+// guardFenced handles an instance its lease guard ended (the hold lease
+// ran out while the agent could not act): a self-fence, not a failure.
+// It is stopped without a report or a fail count and starts again
+// (here, if it is still assigned here) once the lease is valid and the
+// assignments are fresh, like any exclusive start.
+func (e *Executor) guardFenced(i *inst, l *life) {
+	e.log.Warn("instance self-fenced: its lease guard ended it when the hold lease ran out (not counted as a failure); it starts again once the lease is renewed",
+		"slot", i.key)
+	e.cleanupStop(i, l)
+	l.backoff, l.notBefore, l.reported = 0, time.Time{}, false
+	i.setState(StateStarting)
+	e.signal()
 }
 
 // hardScope returns the Failure.Hard scope of a result.

@@ -203,8 +203,11 @@ func (f *Feed) Renewed(deadline time.Time) {
 // sendLocked writes the wait for deadline to every guard. Called with
 // f.mu held.
 func (f *Feed) sendLocked(deadline time.Time) {
-	line := []byte(f.wait(deadline) + "\n")
+	w := f.wait(deadline)
+	line := []byte(w + "\n")
+	now := f.now()
 	for g := range f.guards {
+		g.rearm(now, w)
 		// A failed write means the guard is gone; its owner notices
 		// (Done) and starts another. The write deadline keeps a guard
 		// that stopped reading (someone stopped it and its pipe buffer
@@ -224,6 +227,44 @@ type Guard struct {
 	feed *Feed
 	done chan struct{}
 	once sync.Once
+
+	// armedUntil is when the guard fires unless a new line re-arms it,
+	// as the agent computed it (zero: no deadline). The guard's own
+	// clock starts when it reads the line, so it fires at or after this
+	// instant, never before. expired is set once a deadline passed
+	// without a re-arm: the guard may have run its action. Both under
+	// feed.mu (a guard without a feed has neither).
+	armedUntil time.Time
+	expired    bool
+}
+
+// rearm records a new wait w (seconds, "" none) sent at now. A deadline
+// that passed before this line was sent may have fired. Called with
+// feed.mu held.
+func (g *Guard) rearm(now time.Time, w string) {
+	if !g.armedUntil.IsZero() && !now.Before(g.armedUntil) {
+		g.expired = true
+	}
+	g.armedUntil = time.Time{}
+	if w != "" {
+		if sec, err := strconv.ParseFloat(w, 64); err == nil {
+			g.armedUntil = now.Add(time.Duration(sec * float64(time.Second)))
+		}
+	}
+}
+
+// MayHaveFired reports whether the guard's deadline ever passed without a
+// re-arm, that is whether its fence action may have run because the lease
+// ran out (not counting the agent's death, which ends the agent too). A
+// process instance killed by SIGKILL while this is true was self-fenced,
+// not failed. False for a nil *Guard or a guard without a feed.
+func (g *Guard) MayHaveFired() bool {
+	if g == nil || g.feed == nil {
+		return false
+	}
+	g.feed.mu.Lock()
+	defer g.feed.mu.Unlock()
+	return g.expired || (!g.armedUntil.IsZero() && !g.feed.now().Before(g.armedUntil))
 }
 
 // Start starts a guard for cfg, armed with the feed's current deadline
@@ -250,6 +291,7 @@ func (f *Feed) Start(cfg Config) (*Guard, error) {
 		f.mu.Lock()
 		f.evalKeep()
 		first = f.wait(f.deadline())
+		g.rearm(f.now(), first)
 	}
 	g.cmd = &exec.Cmd{
 		Path: sh,

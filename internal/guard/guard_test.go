@@ -76,9 +76,15 @@ func TestRenewalsKeepItThenDeadlineFires(t *testing.T) {
 		if n := fired(p); n != 0 {
 			t.Fatalf("the guard fired while renewals came every 30 ms for a 1 s lease")
 		}
+		if g.MayHaveFired() {
+			t.Fatal("MayHaveFired while the renewals kept the deadline ahead")
+		}
 	}
 	stopped := time.Now()
 	waitFor(t, "the guard to fire after the renewals stopped", func() bool { return fired(p) == 1 })
+	if !g.MayHaveFired() {
+		t.Fatal("the guard fired but MayHaveFired says no: its kill would count as a resource failure")
+	}
 	if since := time.Since(stopped); since < 900*time.Millisecond {
 		// Not a timing assertion on speed: firing before the deadline
 		// minus the lead would be a bug.
@@ -93,6 +99,9 @@ func TestRenewalsKeepItThenDeadlineFires(t *testing.T) {
 	d := time.Now().Add(time.Hour)
 	l.set(d)
 	f.Renewed(d)
+	if !g.MayHaveFired() {
+		t.Fatal("a later renewal must not erase that the guard may have fired")
+	}
 	g.Fire()
 	if n := fired(p); n != 2 {
 		t.Fatalf("fired %d times, want 2 (deadline, then EOF)", n)

@@ -83,4 +83,11 @@ func TestVIPAgentPaused(t *testing.T) {
 		return n == 3 && q && len(labcluster.Holders(st, "plvip")) == 1
 	})
 	t.Logf("status: %s", describe(st))
+	// The guard's removal was a self-fence, not a failure of the vip: no
+	// fail count (else a few pauses would ban it from every node).
+	for _, r := range st.Resources {
+		if r.Name == "plvip" && r.FailCount[first] != 0 {
+			t.Fatalf("plvip has fail count %d on %s after its guard removed the address: %v", r.FailCount[first], first, r.FailCount)
+		}
+	}
 }

@@ -194,7 +194,8 @@ func (r *rig) waitWhole(timeout time.Duration) error {
 			if n == 3 && q && len(db) == 1 && len(vip) == 1 {
 				return nil
 			}
-			last = fmt.Sprintf("%d online, quorum %v, leader %q, %s on %v, %s on %v", n, q, st.Leader, resDB, db, resVIP, vip)
+			last = fmt.Sprintf("%d online, quorum %v, leader %q, %s on %v, %s on %v; %s; %s; warnings %q", n, q, st.Leader, resDB, db, resVIP, vip,
+				describeResource(st, resDB), describeResource(st, resVIP), st.Warnings)
 		} else {
 			last = err.Error()
 		}
@@ -238,15 +239,53 @@ func (r *rig) specVersion(v int) (string, error) {
 	return d.YAML, nil
 }
 
-// dumpLogs prints the timeline and the end of every agent log.
+// describeResource summarises one resource of st for a failure message:
+// every instance with its node, state and epoch, and why it is not placed.
+func describeResource(st *api.Status, name string) string {
+	for _, res := range st.Resources {
+		if res.Name != name {
+			continue
+		}
+		var is []string
+		for _, i := range res.Instances {
+			is = append(is, fmt.Sprintf("%d@%s:%s(e%d)", i.Slot, i.Node, i.State, i.Epoch))
+		}
+		return fmt.Sprintf("%s target %s instances [%s] failcount %v blocked %q unplaced %q frozen %q",
+			name, res.Target, strings.Join(is, " "), res.FailCount, res.Blocked, res.Unplaced, res.Frozen)
+	}
+	return name + " not in status"
+}
+
+// dumpLogs prints the timeline, every agent log's lines about the
+// exclusive resources and its warnings and errors (the last 150 of
+// them), and the end of every agent log. With PL_ROBUSTNESS_LOGS=DIR the
+// whole logs are copied to DIR as well.
 func (r *rig) dumpLogs() {
 	r.mu.Lock()
 	r.t.Logf("---- timeline ----\n%s", strings.Join(r.events, "\n"))
 	r.mu.Unlock()
+	dir := os.Getenv("PL_ROBUSTNESS_LOGS")
+	if dir != "" && dir != "1" {
+		_ = os.MkdirAll(dir, 0o755)
+	}
 	for _, h := range r.ctrl {
 		b, _ := os.ReadFile(r.l.LogPath(h, "agent"))
-		if len(b) > 8000 {
-			b = b[len(b)-8000:]
+		if dir != "" && dir != "1" {
+			_ = os.WriteFile(filepath.Join(dir, h.Name+"-agent.log"), b, 0o644)
+		}
+		var sel []string
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, resDB) || strings.Contains(line, resVIP) || strings.Contains(line, "level=WARN") ||
+				strings.Contains(line, "level=ERROR") || strings.Contains(line, "=== paceline lab") {
+				sel = append(sel, line)
+			}
+		}
+		if len(sel) > 150 {
+			sel = sel[len(sel)-150:]
+		}
+		r.t.Logf("---- %s agent log: %s, %s, warnings and errors (last %d lines) ----\n%s", h.Name, resDB, resVIP, len(sel), strings.Join(sel, "\n"))
+		if len(b) > 3000 {
+			b = b[len(b)-3000:]
 		}
 		r.t.Logf("---- %s agent log (tail) ----\n%s", h.Name, b)
 	}

@@ -227,6 +227,13 @@ func chaos(t *testing.T, tag string, duration time.Duration, kinds []weighted) {
 	if recoverErr != nil {
 		t.Errorf("after the faults stopped: %v", recoverErr)
 	}
+	// Fail counts at the end: a lease guard's self-fence (agent paused or
+	// cut off) is not a failure, so faults alone must not ban a resource
+	// from a node (printed, not asserted: a resource may fail for real).
+	failCounts := "no status"
+	if st, err := r.status(); err == nil {
+		failCounts = describeResource(st, resDB) + "; " + describeResource(st, resVIP)
+	}
 	time.Sleep(2 * time.Second) // let the witness and the ARP watcher see the healed cluster
 	checkEnd := time.Now()
 
@@ -286,7 +293,8 @@ func chaos(t *testing.T, tag string, duration time.Duration, kinds []weighted) {
   longest downtime of %s (client ARP, unanswered): %v (from %s, %s); %d of %d ARP rounds answered, %d MAC changes, %d gratuitous ARPs
   overlaps: witness %d (total %v), ARP %d   (must be 0)
   epoch regressions: %d   (must be 0)
-  spec writes: %d attempted, %d acknowledged, %d checked in the final history, %d beyond the kept history (%d of them verified at a checkpoint), lost %d   (must be 0); not acknowledged: %s`,
+  spec writes: %d attempted, %d acknowledged, %d checked in the final history, %d beyond the kept history (%d of them verified at a checkpoint), lost %d   (must be 0); not acknowledged: %s
+  at the end: %s`,
 		seed, faultEnd.Sub(start).Round(time.Second),
 		len(eps), strings.Join(kindsOut, ", "),
 		recoveries, len(eps)-notWhole, len(eps), slowest.Round(time.Millisecond),
@@ -295,7 +303,8 @@ func chaos(t *testing.T, tag string, duration time.Duration, kinds []weighted) {
 		resVIP, arp.LongestNo.Round(time.Millisecond), arp.LongestAt.Format("15:04:05.000"), episodeAt(eps, arp.LongestAt), arp.Answered, arp.Rounds, arp.Moves, arp.GARPs,
 		len(rep.Overlaps), rep.Overlap, len(arp.Overlaps),
 		len(regress),
-		nAttempts, len(gotAcks), checked, pruned, prunedVerified, len(lost), strings.Join(failOut, ", "))
+		nAttempts, len(gotAcks), checked, pruned, prunedVerified, len(lost), strings.Join(failOut, ", "),
+		failCounts)
 
 	for _, o := range rep.Overlaps {
 		t.Errorf("I1 violated (witness): %s", o)

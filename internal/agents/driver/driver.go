@@ -603,7 +603,7 @@ func (d *procDriver) start(ctx context.Context, op Op) agents.Result {
 	d.mu.Lock()
 	d.p, d.g, d.logf, d.failed, d.quit, d.wdone = p, g, logf, failed, quit, wdone
 	d.mu.Unlock()
-	go watch(p, failed, quit, wdone)
+	go watch(p, g, failed, quit, wdone)
 	return ok()
 }
 
@@ -626,7 +626,9 @@ func startGroupGuard(f *guard.Feed, name string, pid int) (*guard.Guard, error) 
 }
 
 // watch reports p's exit and health-check failures on failed until quit.
-func watch(p *process.Proc, failed chan<- string, quit <-chan struct{}, done chan<- struct{}) {
+// An exit by SIGKILL after g's deadline passed is reported as
+// agents.ReasonLeaseGuard.
+func watch(p *process.Proc, g *guard.Guard, failed chan<- string, quit <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	send := func(s string) {
 		select {
@@ -639,7 +641,11 @@ func watch(p *process.Proc, failed chan<- string, quit <-chan struct{}, done cha
 		case <-quit:
 			return
 		case <-p.Done():
-			send("process exited: " + p.ExitStatus())
+			if st := p.ExitStatus(); st == "killed by signal 9" && g.MayHaveFired() {
+				send(agents.ReasonLeaseGuard)
+			} else {
+				send("process exited: " + st)
+			}
 			return
 		case r := <-p.Unhealthy():
 			send("health check failed: " + r)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -318,13 +319,48 @@ func TestProcessLeaseGuard(t *testing.T) {
 	feed.Renewed(get())
 	select {
 	case why := <-single.Failed():
-		if !strings.Contains(why, "killed") {
-			t.Errorf("the exclusive instance ended with %q, want killed", why)
+		// A self-fence, which the executor must not count as a failure.
+		if why != agents.ReasonLeaseGuard {
+			t.Errorf("the exclusive instance ended with %q, want %q", why, agents.ReasonLeaseGuard)
 		}
 	case <-time.After(patience):
 		t.Fatal("the guard did not kill the exclusive instance after its lease ran out")
 	}
 	if r := clone.Run(context.Background(), Resolve(&clone.(*procDriver).t.Res, agents.Monitor, "", 0, nil)); r.Status != agents.StatusSuccess {
 		t.Errorf("the clone instance was fenced too: %+v", r)
+	}
+}
+
+// TestProcessKilledUnderLeaseIsAFailure: a SIGKILL while the lease is
+// valid (someone else killed it, the OOM killer) is a failure, not a
+// self-fence.
+func TestProcessKilledUnderLeaseIsAFailure(t *testing.T) {
+	feed := guard.NewFeed(guard.FeedOptions{Deadline: func() time.Time { return time.Now().Add(time.Hour) }})
+	f := NewFactory(Options{Node: "n1", Cluster: "c1", Guards: feed})
+	defer f.Close()
+	res := withDefaults(spec.Resource{Name: "one", Class: spec.ClassProcess, Params: spec.Params{Command: []string{"sleep", "1000"}}})
+	d, err := f.New(Target{Res: res})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if r := d.Run(context.Background(), Resolve(&res, agents.Start, "", 0, nil)); r.Status != agents.StatusSuccess {
+		t.Fatalf("start: %+v", r)
+	}
+	defer d.Run(context.Background(), Resolve(&res, agents.Stop, "", 0, nil))
+	pd := d.(*procDriver)
+	pd.mu.Lock()
+	pid := pd.p.PID()
+	pd.mu.Unlock()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case why := <-d.Failed():
+		if why != "process exited: killed by signal 9" {
+			t.Errorf("killed under a valid lease: reported %q, want a process exit", why)
+		}
+	case <-time.After(patience):
+		t.Fatal("the kill was not reported")
 	}
 }

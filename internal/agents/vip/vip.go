@@ -249,8 +249,15 @@ func (a *Agent) monitor(inst agents.Instance) agents.Result {
 		return fail(agents.OCFErrGeneric, "%v", err)
 	}
 	if !held {
+		a.mu.Lock()
+		gd := a.guarded[inst.Name]
+		a.mu.Unlock()
 		a.forget(inst.Name)
 		a.unguard(inst.Name)
+		if gd != nil && gd.g.MayHaveFired() {
+			// The guard removed it when the lease ran out: a self-fence.
+			return agents.Result{Code: agents.OCFNotRunning, Reason: agents.ReasonLeaseGuard}
+		}
 		return agents.Result{Code: agents.OCFNotRunning}
 	}
 	if err := a.guard(inst.Name, t); err != nil {
