@@ -17,10 +17,12 @@ import (
 // then wait out every lease from its election (docs/safety.md) — so a
 // leader that holds a vip hands leadership to a healthy voter that holds
 // none. At most once per leaderMoveEvery, and only after leading for
-// leaderSettle, so leadership does not bounce.
+// leaderSettle, so leadership does not bounce. (It cannot bounce for
+// long anyway: leadership moves only to a voter without a vip, and only
+// a vip moving — a failure — makes the new leader a holder again.)
 const (
-	leaderSettle    = 3 * time.Second
-	leaderMoveEvery = 30 * time.Second
+	leaderSettle    = 2 * time.Second
+	leaderMoveEvery = 5 * time.Second
 	leaderCheck     = time.Second
 )
 
