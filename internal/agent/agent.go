@@ -406,7 +406,7 @@ func (a *Agent) join(ctx context.Context) error {
 				return fmt.Errorf("cannot join through %s: %s", addr, ae.Message)
 			}
 			if err != nil {
-				if isTLSMismatch(err) {
+				if tlsutil.IsMismatch(err) {
 					return fmt.Errorf("cannot join through %s: TLS handshake failed: %v\nThe agents must trust the same CA (tls.ca) and present certificates it signed (`paceline tls issue`); an agent with TLS cannot talk to one without it", addr, err)
 				}
 				lastErr = err
@@ -646,23 +646,6 @@ func randToken() string {
 		panic(err)
 	}
 	return hex.EncodeToString(b)
-}
-
-// isTLSMismatch reports a certificate or protocol mismatch that retrying
-// cannot fix.
-func isTLSMismatch(err error) bool {
-	var cv *tls.CertificateVerificationError
-	var rh tls.RecordHeaderError
-	if errors.As(err, &cv) || errors.As(err, &rh) {
-		return true
-	}
-	msg := err.Error()
-	for _, s := range []string{"x509:", "certificate rejected", "bad certificate", "unknown certificate authority", "server gave HTTP response to HTTPS client", "first record does not look like a TLS handshake"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
 }
 
 // withMetrics serves GET /metrics (Prometheus text format; a read-only or

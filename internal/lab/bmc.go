@@ -204,7 +204,7 @@ func (l *Lab) startBMC(ctx context.Context, st *state, h *Host) (b *BMC, err err
 	}
 	// The hook's listener and ipmi_sim both live in the bridge namespace:
 	// the listener on its loopback, ipmi_sim on the bridge address.
-	if err := inNetns(st.BridgeNS, func() error {
+	if err := InNetns(st.BridgeNS, func() error {
 		var err error
 		b.ln, err = net.Listen("tcp", "127.0.0.1:0")
 		return err
@@ -246,7 +246,7 @@ func (l *Lab) startBMC(ctx context.Context, st *state, h *Host) (b *BMC, err err
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	// Forked from a thread inside the bridge namespace, ipmi_sim runs there.
-	if err := inNetns(st.BridgeNS, cmd.Start); err != nil {
+	if err := InNetns(st.BridgeNS, cmd.Start); err != nil {
 		return nil, fmt.Errorf("ipmi_sim: %w", err)
 	}
 	b.cmd = cmd
@@ -604,10 +604,11 @@ func (l *Lab) closeBMCs() error {
 	return errors.Join(errs...)
 }
 
-// inNetns runs fn on an OS thread inside the named network namespace and
-// restores the thread afterwards; sockets fn creates and processes it
-// forks stay in that namespace.
-func inNetns(ns string, fn func() error) error {
+// InNetns runs fn on an OS thread inside the network namespace ns (a name
+// under /run/netns, e.g. a lab host's Host.NS) and restores the thread
+// afterwards; sockets fn creates and processes it forks stay in that
+// namespace.
+func InNetns(ns string, fn func() error) error {
 	runtime.LockOSThread()
 	self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -39,34 +38,8 @@ func InBridge(l *lab.Lab, fn func() error) error {
 
 // InNetns runs fn on an OS thread inside the network namespace ns (a name
 // under /run/netns, e.g. a lab host's Host.NS) and restores the thread;
-// sockets fn creates stay in ns (see InBridge).
-func InNetns(ns string, fn func() error) error {
-	runtime.LockOSThread()
-	self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("own netns: %w", err)
-	}
-	defer self.Close()
-	f, err := os.Open(filepath.Join("/run/netns", ns))
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("netns %s: %w", ns, err)
-	}
-	defer f.Close()
-	if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter netns %s: %w", ns, err)
-	}
-	ferr := fn()
-	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-		// Leave the thread locked: the runtime discards it when this
-		// goroutine exits instead of reusing it in the wrong namespace.
-		return fmt.Errorf("restore netns: %w (fn: %v)", err, ferr)
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
+// sockets fn creates stay in ns (see InBridge). It is lab.InNetns.
+func InNetns(ns string, fn func() error) error { return lab.InNetns(ns, fn) }
 
 // ListenInBridge opens a TCP listener on the bridge address and port (0:
 // any) inside the lab's bridge namespace.

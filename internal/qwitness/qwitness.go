@@ -29,7 +29,6 @@ import (
 	"log/slog"
 	"net/http"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -273,7 +272,7 @@ func (w *Witness) joinOnce(ctx context.Context) error {
 			return &fatalError{fmt.Errorf("cannot join through %s: %s", addr, ae.Message)}
 		}
 		if err != nil {
-			if tlsMismatch(err) {
+			if tlsutil.IsMismatch(err) {
 				return &fatalError{fmt.Errorf("cannot join through %s: TLS handshake failed: %v\nThe witness and the agents must trust the same CA (tls.ca) and present certificates it signed (`paceline tls issue`)", addr, err)}
 			}
 			last = fmt.Errorf("%s: %w", addr, err)
@@ -355,19 +354,4 @@ func (w *Witness) transfer() error {
 		return errors.New("no control voter in the raft configuration")
 	}
 	return errors.Join(errs...)
-}
-
-func tlsMismatch(err error) bool {
-	var cv *tls.CertificateVerificationError
-	var rh tls.RecordHeaderError
-	if errors.As(err, &cv) || errors.As(err, &rh) {
-		return true
-	}
-	msg := err.Error()
-	for _, s := range []string{"x509:", "certificate rejected", "bad certificate", "unknown certificate authority", "server gave HTTP response to HTTPS client", "first record does not look like a TLS handshake"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
 }

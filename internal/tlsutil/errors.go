@@ -1,6 +1,7 @@
 package tlsutil
 
 import (
+	"crypto/tls"
 	"errors"
 	"strings"
 )
@@ -69,4 +70,23 @@ func (e *FileError) Unwrap() []error {
 		errs = append(errs, e.Err)
 	}
 	return errs
+}
+
+// IsMismatch reports whether err from a TLS connection attempt is a
+// certificate or protocol mismatch that retrying cannot fix: a
+// certificate that does not verify, a peer that does not speak TLS, or a
+// peer that refused our certificate.
+func IsMismatch(err error) bool {
+	var cv *tls.CertificateVerificationError
+	var rh tls.RecordHeaderError
+	if errors.As(err, &cv) || errors.As(err, &rh) {
+		return true
+	}
+	msg := err.Error()
+	for _, s := range []string{"x509:", "certificate rejected", "bad certificate", "unknown certificate authority", "server gave HTTP response to HTTPS client", "first record does not look like a TLS handshake"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
