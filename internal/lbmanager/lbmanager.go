@@ -232,10 +232,19 @@ func (m *Manager) settle(inst *instance, err error, now time.Time) {
 			err = inst.l.Update(inst.cfg)
 		}
 	}
+	old := inst.err
 	inst.err = ""
 	if err != nil {
 		inst.err = err.Error()
 		inst.retryAt = now.Add(m.cfg.RetryEvery)
+	}
+	switch {
+	case inst.err != "" && inst.err != old:
+		m.cfg.Events(Event{Type: "lb-frontend-failed", Message: fmt.Sprintf(
+			"load balancer %s on %s: %s; its other frontends serve, and the failed ones are retried every %v: free the address (see who listens with `ss -ltnp`) or change the frontend's bind",
+			inst.name, m.cfg.Node, inst.err, m.cfg.RetryEvery)})
+	case inst.err == "" && old != "":
+		m.cfg.Events(Event{Type: "lb-frontend-recovered", Message: fmt.Sprintf("load balancer %s on %s: every frontend listens again", inst.name, m.cfg.Node)})
 	}
 }
 

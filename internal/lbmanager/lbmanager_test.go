@@ -318,3 +318,51 @@ loadBalancers:
 		t.Fatalf("sysctls %q", got)
 	}
 }
+
+// A frontend whose address is taken (another process listens there) is
+// an event that says what to do; the other frontends serve meanwhile,
+// and once the address is free the retry binds it and says so.
+func TestFrontendBindFailureEvents(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := busy.Addr().String()
+	lbs := parseLBs(t, fmt.Sprintf(`apiVersion: paceline/v1
+cluster: {name: c}
+loadBalancers:
+  - name: x
+    frontends: [{name: a, bind: %q, backend: b}, {name: b, bind: "127.0.0.1:0", backend: b}]
+    backends: [{name: b, servers: [{name: s, address: "127.0.0.1:1"}]}]
+`, addr))
+	r := &recorder{}
+	m := newManager(t, r)
+	m.cfg.RetryEvery = time.Millisecond
+	in := Inputs{LoadBalancers: lbs}
+	m.Apply(in)
+	if !r.has("lb-frontend-failed", "address already in use") || !r.has("lb-frontend-failed", "ss -ltnp") {
+		t.Fatalf("no lb-frontend-failed event naming the cause and the fix: %+v", r.events)
+	}
+	if m.Addr("x", "b") == nil {
+		t.Fatal("the other frontend does not listen")
+	}
+	busy.Close()
+	waitFor(t, "an lb-frontend-recovered event", func() bool {
+		m.Apply(in)
+		return r.has("lb-frontend-recovered", "load balancer x")
+	})
+	if a := m.Addr("x", "a"); a == nil || a.String() != addr {
+		t.Fatalf("frontend a listens on %v, want %s", a, addr)
+	}
+	n := 0
+	r.mu.Lock()
+	for _, e := range r.events {
+		if e.Type == "lb-frontend-failed" {
+			n++
+		}
+	}
+	r.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d lb-frontend-failed events for one failure, want 1 (retries must not repeat it)", n)
+	}
+}
