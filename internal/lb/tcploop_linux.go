@@ -199,6 +199,10 @@ type direction struct {
 	eof      bool   // the source sent EOF
 	deferred bool   // read bytes wait in the loop's outq
 	shut     bool   // EOF forwarded: shutdown(SHUT_WR) on the peer
+	// hup: the source reported EPOLLHUP (its FIN in, ours out) while the
+	// direction waited for its peer; the socket left the epoll set (HUP
+	// is reported whatever the interest) and is read as the peer drains.
+	hup bool
 }
 
 func (d *direction) paused() bool { return d.inPipe > 0 || d.off < len(d.pend) }
@@ -269,6 +273,7 @@ type evloop struct {
 	deadline    int64 // read deadline set on file (MaxInt64: none)
 	quit        bool
 	spliceAfter int
+	again       bool               // the last pump stopped at EAGAIN (drain)
 	gen         int32              // last session generation
 	batch       bool               // defer small writes to the end of the batch
 	arena       []byte             // bytes read in this batch, not yet written
@@ -479,15 +484,47 @@ func (lp *evloop) onEvent(ss *session, k int, ev uint32) {
 	}
 	if ss.interest[k]&unix.EPOLLOUT != 0 && ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		acted = true
-		if !lp.flush(ss, 1-k) {
+		if !lp.flush(ss, 1-k) || !lp.drain(ss, 1-k) {
 			return
 		}
 	}
 	if !acted && ev&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		if ev&unix.EPOLLERR == 0 && !ss.dir[k].eof {
+			// HUP while direction k waits for its peer to drain (so it
+			// was not reading): the source closed and we shut our side,
+			// but what it sent is still to be read and forwarded. HUP
+			// is reported whatever the interest (level-triggered: for
+			// ever), so take the socket out of the epoll set and read
+			// it as the peer drains (onEvent's EPOLLOUT, drain).
+			ss.dir[k].hup = true
+			ss.interest[k] = 0
+			unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, ss.fd[k], nil)
+			lp.drain(ss, k)
+			return
+		}
 		// Nothing to read or write on a dead socket (level-triggered:
 		// it would be reported forever).
 		lp.end(ss)
 	}
+}
+
+// drain reads direction k's source after its HUP (no more epoll events
+// for it) until the direction waits for its peer again or forwarded EOF.
+// False: the session ended.
+func (lp *evloop) drain(ss *session, k int) bool {
+	d := &ss.dir[k]
+	for d.hup && !ss.ended && !d.eof && !d.paused() && !d.deferred {
+		lp.again = false
+		if !lp.pump(ss, k) {
+			return false
+		}
+		if lp.again {
+			// Cannot happen after a HUP (a read returns data or EOF);
+			// were it to, the timeout scan ends the session.
+			return true
+		}
+	}
+	return !ss.ended
 }
 
 func again(err error) bool { return err == unix.EAGAIN || err == unix.EINTR }
@@ -515,13 +552,14 @@ func (lp *evloop) pump(ss *session, k int) bool {
 			case err == nil:
 				return lp.eof(ss, k)
 			case again(err):
+				lp.again = true
 				return true
 			}
 			lp.end(ss)
 			return false
 		}
 		buf, used, inArena := lp.buf, 0, false
-		if lp.batch {
+		if lp.batch && !d.hup { // a hup source is read only by drain, never again after the batch
 			if q := len(lp.outq); q > 0 {
 				used = lp.outq[q-1].off + lp.outq[q-1].n
 			}
@@ -570,6 +608,7 @@ func (lp *evloop) pump(ss *session, k int) bool {
 		case n == 0 && err == nil:
 			return lp.eof(ss, k)
 		case again(err):
+			lp.again = true
 			return true
 		}
 		lp.end(ss)
@@ -692,6 +731,9 @@ func (lp *evloop) flush(ss *session, k int) bool {
 
 func (lp *evloop) setInterest(ss *session) {
 	for k, fd := range ss.fd {
+		if ss.dir[k].hup {
+			continue // out of the epoll set
+		}
 		var want uint32
 		if !ss.dir[k].eof && !ss.dir[k].paused() {
 			want |= unix.EPOLLIN

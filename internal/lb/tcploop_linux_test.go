@@ -466,3 +466,80 @@ func TestTCPLoopServerResetEndsSession(t *testing.T) {
 		waitFor(t, "session released", 5*time.Second, func() bool { return activeConns(l, "be", "s") == 0 })
 	})
 }
+
+// TestTCPLoopServerClosesWhileClientSlow: the client sends its request and
+// half-closes, then reads the answer slowly; the server writes more than
+// all the buffers between them hold, and closes. Once its FIN is in, the
+// proxy's server socket reports EPOLLHUP (its FIN in, ours out) while the
+// rest of the answer still waits in the proxy (pipe, socket buffer) for
+// the client: every byte must still arrive. (The loop used to end the
+// session on that HUP when it was not reading the server at the moment: a
+// 2 MiB session of TestTCPLoopManySessions got a truncated answer about
+// one run in twenty.)
+func TestTCPLoopServerClosesWhileClientSlow(t *testing.T) {
+	for _, splice := range []bool{true, false} {
+		t.Run(fmt.Sprintf("splice=%v", splice), func(t *testing.T) {
+			withTCPPath(t, "loop")
+			if !splice {
+				old := spliceAfter
+				spliceAfter = math.MaxInt
+				t.Cleanup(func() { spliceAfter = old })
+			}
+			const size = 16 << 20
+			data := pattern(7, size)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			closed := make(chan error, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					closed <- err
+					return
+				}
+				// Read the request to its end, answer, close.
+				if _, err := io.Copy(io.Discard, c); err != nil {
+					c.Close()
+					closed <- err
+					return
+				}
+				_, err = c.Write(data)
+				c.Close()
+				closed <- err
+			}()
+			l := mustNew(t, tcpConfig("", Server{Name: "s", Address: ln.Addr().String()}))
+			nc, err := net.Dial("tcp", l.Addr("fe").String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := nc.(*net.TCPConn)
+			defer c.Close()
+			if _, err := c.Write([]byte("request")); err != nil {
+				t.Fatal(err)
+			}
+			c.CloseWrite()
+			c.SetReadDeadline(time.Now().Add(120 * time.Second))
+			got := make([]byte, 0, size)
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := c.Read(buf)
+				got = append(got, buf[:n]...)
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatalf("read: %v after %d bytes", err, len(got))
+				}
+				time.Sleep(time.Millisecond) // a slow reader
+			}
+			if err := <-closed; err != nil {
+				t.Fatalf("server: %v", err)
+			}
+			if len(got) != size || !bytes.Equal(got, data) {
+				t.Fatalf("%d of %d bytes arrived (equal prefix: %v)", len(got), size, bytes.Equal(got, data[:min(len(got), size)]))
+			}
+		})
+	}
+}
