@@ -112,15 +112,21 @@ func pattern(seed uint64, n int) []byte {
 // server's writes stall well before 48 MiB) instead of buffering, then
 // deliver every byte intact when the client reads. With and without the
 // switch to splice.
+// loopSplice selects the event loop for the test, with splice (the
+// default switch after bulk reads) or without it.
+func loopSplice(t *testing.T, splice bool) {
+	withTCPPath(t, "loop")
+	if !splice {
+		old := spliceAfter
+		spliceAfter = math.MaxInt
+		t.Cleanup(func() { spliceAfter = old })
+	}
+}
+
 func TestTCPLoopBackpressureSlowReader(t *testing.T) {
 	for _, splice := range []bool{true, false} {
 		t.Run(fmt.Sprintf("splice=%v", splice), func(t *testing.T) {
-			withTCPPath(t, "loop")
-			if !splice {
-				old := spliceAfter
-				spliceAfter = math.MaxInt
-				t.Cleanup(func() { spliceAfter = old })
-			}
+			loopSplice(t, splice)
 			const size = 48 << 20
 			data := pattern(1, size)
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -479,12 +485,7 @@ func TestTCPLoopServerResetEndsSession(t *testing.T) {
 func TestTCPLoopServerClosesWhileClientSlow(t *testing.T) {
 	for _, splice := range []bool{true, false} {
 		t.Run(fmt.Sprintf("splice=%v", splice), func(t *testing.T) {
-			withTCPPath(t, "loop")
-			if !splice {
-				old := spliceAfter
-				spliceAfter = math.MaxInt
-				t.Cleanup(func() { spliceAfter = old })
-			}
+			loopSplice(t, splice)
 			const size = 16 << 20
 			data := pattern(7, size)
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
