@@ -37,6 +37,7 @@ import (
 	"github.com/paceline/paceline/internal/errs"
 	"github.com/paceline/paceline/internal/executor"
 	"github.com/paceline/paceline/internal/httpapi"
+	"github.com/paceline/paceline/internal/lbmanager"
 	"github.com/paceline/paceline/internal/lease"
 	"github.com/paceline/paceline/internal/metrics"
 	"github.com/paceline/paceline/internal/state"
@@ -166,6 +167,7 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 	a.registry = prometheus.NewRegistry()
 	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics = metrics.New(a.registry)
+	a.registry.MustRegister(lbmanager.Collector(a.LBManager)) // load balancers (docs/lb.md, "Metrics")
 	a.timings = consensus.Timings{Heartbeat: cfg.Raft.Heartbeat, Election: cfg.Raft.Election, LeaderLeaseTimeout: cfg.Raft.LeaderLease}
 	a.lp = lease.Params{L: cfg.Lease.Duration, Margin: cfg.Lease.Margin, LeaderLeaseTimeout: a.timings.LeaderLeaseTimeout}
 	if err := a.lp.Validate(); err != nil {

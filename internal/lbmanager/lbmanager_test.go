@@ -2,6 +2,7 @@ package lbmanager
 
 import (
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"log/slog"
 	"net"
@@ -365,4 +366,74 @@ loadBalancers:
 	if n != 1 {
 		t.Errorf("%d lb-frontend-failed events for one failure, want 1 (retries must not repeat it)", n)
 	}
+}
+
+// The Prometheus collector reports each frontend (listening or not) and
+// each server's state and counters, read from the running load balancers.
+func TestCollector(t *testing.T) {
+	port := freePort(t)
+	backend(t, fmt.Sprintf("127.0.0.1:%d", port), "s1")
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	lbs := parseLBs(t, fmt.Sprintf(`apiVersion: paceline/v1
+cluster: {name: c}
+loadBalancers:
+  - name: x
+    frontends: [{name: taken, bind: %q, backend: b}, {name: web, bind: "127.0.0.1:0", mode: http, backend: b}]
+    backends: [{name: b, servers: [{name: s1, address: "127.0.0.1:%d"}]}]
+`, busy.Addr().String(), port))
+	r := &recorder{}
+	var m *Manager
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(Collector(func() *Manager { return m }))
+	if got := gather(t, reg); len(got) != 0 {
+		t.Fatalf("before the manager: %v", got)
+	}
+	m = newManager(t, r)
+	m.Apply(Inputs{LoadBalancers: lbs})
+	c := &http.Client{}
+	defer c.CloseIdleConnections()
+	for range 3 {
+		if got := get(t, c, m.Addr("x", "web").String()); got != "s1" {
+			t.Fatalf("answered %q", got)
+		}
+	}
+	got := gather(t, reg)
+	for k, v := range map[string]float64{
+		`paceline_lb_frontend_listening{frontend="taken",lb="x"}`:            0,
+		`paceline_lb_frontend_listening{frontend="web",lb="x"}`:              1,
+		`paceline_lb_server_sessions_total{backend="b",lb="x",server="s1"}`:  3,
+		`paceline_lb_server_failures_total{backend="b",lb="x",server="s1"}`:  0,
+		`paceline_lb_server_active_sessions{backend="b",lb="x",server="s1"}`: 0,
+		`paceline_lb_server_up{backend="b",lb="x",server="s1",state="up"}`:   1,
+	} {
+		if g, ok := got[k]; !ok || g != v {
+			t.Errorf("%s = %v (present %v), want %v; all: %v", k, g, ok, v, got)
+		}
+	}
+}
+
+// gather returns every sample of reg as "name{label="value",...}" → value,
+// labels in name order.
+func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			var ls []string
+			for _, l := range m.GetLabel() {
+				ls = append(ls, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			out[mf.GetName()+"{"+strings.Join(ls, ",")+"}"] = v
+		}
+	}
+	return out
 }
